@@ -1,0 +1,3 @@
+//! The `sprout` command line.
+
+fn main() {}

@@ -1,0 +1,18 @@
+//! sprout's inference engine: loads GGUF and safetensors models, tokenizes, and advances many
+//! sequences at once through one batched forward step over a paged KV cache.
+//!
+//! No HTTP and no async here: the server talks to the engine through channels from its own threads.
+
+pub mod chat_template;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod kv;
+pub mod model;
+pub mod quant;
+pub mod registry;
+pub mod safetensors_dir;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,239 @@
+//! Weight formats (ggml block types) and the kernels that multiply them with f32 activations.
+//!
+//! Layout: `blocks.rs` knows each block format (sizes, scalar dequantize, quantize), `matmul.rs`
+//! multiplies a weight matrix with a batch of activation rows, picking an ISA-specific kernel at
+//! run time with a scalar reference that tests prove equal.
+
+pub mod blocks;
+pub mod matmul;
+
+use crate::{EngineError, Result};
+
+/// A ggml tensor element type, numbered as in GGUF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+    BF16,
+}
+
+impl GgmlType {
+    /// Maps a GGUF type id to a type; unknown ids are an error, never a panic.
+    pub fn from_id(id: u32) -> Result<Self> {
+        Ok(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
+            8 => Self::Q8_0,
+            9 => Self::Q8_1,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            15 => Self::Q8K,
+            30 => Self::BF16,
+            other => return Err(EngineError::Unsupported(format!("ggml tensor type id {other}"))),
+        })
+    }
+
+    /// The GGUF type id.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
+            Self::Q8_0 => 8,
+            Self::Q8_1 => 9,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
+            Self::Q4K => 12,
+            Self::Q5K => 13,
+            Self::Q6K => 14,
+            Self::Q8K => 15,
+            Self::BF16 => 30,
+        }
+    }
+
+    /// Elements per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::Q8_1 => 32,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
+            Self::Q8_0 => 34,
+            Self::Q8_1 => 36,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+            Self::Q8K => 292,
+        }
+    }
+
+    /// Bytes of a row of `elems` elements, or None when `elems` is not a whole number of blocks
+    /// or the size overflows.
+    pub fn row_bytes(self, elems: usize) -> Option<usize> {
+        if elems % self.block_elems() != 0 {
+            return None;
+        }
+        (elems / self.block_elems()).checked_mul(self.block_bytes())
+    }
+
+    /// The lower-case name used on the command line and in logs (`q4_k`, `f16`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q8_0 => "q8_0",
+            Self::Q8_1 => "q8_1",
+            Self::Q2K => "q2_k",
+            Self::Q3K => "q3_k",
+            Self::Q4K => "q4_k",
+            Self::Q5K => "q5_k",
+            Self::Q6K => "q6_k",
+            Self::Q8K => "q8_k",
+        }
+    }
+
+    /// Parses a name as printed by [`GgmlType::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::F32,
+            Self::F16,
+            Self::BF16,
+            Self::Q4_0,
+            Self::Q4_1,
+            Self::Q5_0,
+            Self::Q5_1,
+            Self::Q8_0,
+            Self::Q8_1,
+            Self::Q2K,
+            Self::Q3K,
+            Self::Q4K,
+            Self::Q5K,
+            Self::Q6K,
+            Self::Q8K,
+        ]
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// The bytes of one tensor: a window into a memory-mapped model file, or an owned buffer
+/// (converted or quantized on load). Cloning is cheap.
+#[derive(Clone)]
+pub enum TensorBytes {
+    /// `len` bytes at `offset` inside a mapped file.
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        offset: usize,
+        len: usize,
+    },
+    /// Bytes owned by the process.
+    Owned(std::sync::Arc<Vec<u8>>),
+}
+
+impl std::ops::Deref for TensorBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TensorBytes::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+            TensorBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for TensorBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorBytes({} bytes)", self.len())
+    }
+}
+
+impl From<Vec<u8>> for TensorBytes {
+    fn from(v: Vec<u8>) -> Self {
+        TensorBytes::Owned(std::sync::Arc::new(v))
+    }
+}
+
+/// A 2-D weight matrix in a ggml format: `rows` output features, each stored as one row of
+/// `cols` input elements (ggml's `ne[0] = cols`, `ne[1] = rows`).
+#[derive(Clone, Debug)]
+pub struct WeightMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: TensorBytes,
+}
+
+impl WeightMatrix {
+    /// Checks that `data` holds exactly `rows` rows of `cols` elements of `ty`.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: TensorBytes) -> Result<Self> {
+        let row = ty.row_bytes(cols).ok_or_else(|| {
+            EngineError::invalid(format!("{cols} columns is not a whole number of {} blocks", ty.name()))
+        })?;
+        let total = row
+            .checked_mul(rows)
+            .ok_or_else(|| EngineError::invalid("tensor size overflows"))?;
+        if total != data.len() {
+            return Err(EngineError::invalid(format!(
+                "{rows}x{cols} {} tensor needs {total} bytes, has {}",
+                ty.name(),
+                data.len()
+            )));
+        }
+        Ok(Self { ty, rows, cols, data })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The raw bytes of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Dequantizes row `r` into `out` (len `cols`).
+    pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) {
+        blocks::dequantize_row(self.ty, self.row(r), out)
+    }
+}

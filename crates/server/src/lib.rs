@@ -1,0 +1,1 @@
+//! sprout's HTTP serving layer.
