@@ -1,1 +1,190 @@
-//! placeholder
+//! The batched engine: sequences with paged KV caches, advanced together by one forward step
+//! over a mix of prompt chunks and single decode tokens.
+
+use std::collections::HashMap;
+
+use crate::kv::{KvPool, SeqKv};
+use crate::model::{Model, Scratch, StepBatch};
+use crate::quant::matmul::ThreadPool;
+use crate::{EngineError, Result};
+
+/// Identifies a sequence inside one engine.
+pub type SeqId = u64;
+
+/// Sizing of the engine's threads and KV pool.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Kernel threads (the calling thread included).
+    pub threads: usize,
+    /// Tokens per KV block.
+    pub kv_block_tokens: usize,
+    /// Tokens the KV pool holds over all sequences.
+    pub kv_capacity_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kv_block_tokens: 16,
+            kv_capacity_tokens: 8192,
+        }
+    }
+}
+
+/// What one sequence contributes to a step: tokens appended after its current end (a prompt
+/// chunk, forced tokens, or one sampled token), and whether to return logits for its last token.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInput<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+    pub want_logits: bool,
+}
+
+/// A model with its KV pool and the sequences living in it.
+pub struct Engine {
+    model: Model,
+    pool: ThreadPool,
+    kv: KvPool,
+    seqs: HashMap<SeqId, SeqKv>,
+    next_id: SeqId,
+    scratch: Scratch,
+}
+
+impl Engine {
+    /// An engine for `model` sized by `cfg`.
+    pub fn new(model: Model, cfg: &EngineConfig) -> Self {
+        let c = &model.config;
+        let block = cfg.kv_block_tokens.max(1);
+        let n_blocks = cfg.kv_capacity_tokens.div_ceil(block).max(1);
+        Self {
+            kv: KvPool::new(c.n_layers, c.kv_dim(), block, n_blocks),
+            pool: ThreadPool::new(cfg.threads),
+            model,
+            seqs: HashMap::new(),
+            next_id: 1,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The KV pool (for metrics).
+    pub fn kv(&self) -> &KvPool {
+        &self.kv
+    }
+
+    /// The kernel thread pool.
+    pub fn thread_pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Starts an empty sequence.
+    pub fn add_sequence(&mut self) -> SeqId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.seqs.insert(id, SeqKv::default());
+        id
+    }
+
+    /// Ends a sequence and frees its KV blocks. Unknown ids are ignored.
+    pub fn remove_sequence(&mut self, id: SeqId) {
+        if let Some(mut s) = self.seqs.remove(&id) {
+            s.release(&mut self.kv);
+        }
+    }
+
+    /// Tokens stored for a sequence.
+    pub fn sequence_tokens(&self, id: SeqId) -> Option<usize> {
+        self.seqs.get(&id).map(|s| s.tokens)
+    }
+
+    /// Number of live sequences.
+    pub fn sequence_count(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Drops the tokens of a sequence past `len` (e.g. to retry from an earlier point).
+    pub fn truncate_sequence(&mut self, id: SeqId, len: usize) -> Result<()> {
+        let s = self.seqs.get_mut(&id).ok_or_else(|| unknown(id))?;
+        if len < s.tokens {
+            let keep = len.div_ceil(self.kv.block_tokens());
+            for b in s.blocks.drain(keep..) {
+                self.kv.release(b);
+            }
+            s.tokens = len;
+        }
+        Ok(())
+    }
+
+    /// Runs one forward step over all `inputs` and returns, for each input that wants them, the
+    /// logits after its last token (in input order). On error no sequence has advanced.
+    pub fn step(&mut self, inputs: &[StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        let ctx = self.model.config.context_tokens;
+        let bt = self.kv.block_tokens();
+        let mut needed = 0;
+        for (i, inp) in inputs.iter().enumerate() {
+            let s = self.seqs.get(&inp.seq).ok_or_else(|| unknown(inp.seq))?;
+            if inp.tokens.is_empty() {
+                return Err(EngineError::InvalidRequest(format!("sequence {} has no tokens in the step", inp.seq)));
+            }
+            if inputs[..i].iter().any(|o| o.seq == inp.seq) {
+                return Err(EngineError::InvalidRequest(format!("sequence {} appears twice in one step", inp.seq)));
+            }
+            if s.tokens + inp.tokens.len() > ctx {
+                return Err(EngineError::InvalidRequest(format!(
+                    "sequence {} would hold {} tokens, beyond the context of {ctx}",
+                    inp.seq,
+                    s.tokens + inp.tokens.len()
+                )));
+            }
+            needed += s.blocks_needed(inp.tokens.len(), bt);
+        }
+        if needed > self.kv.free_blocks() {
+            return Err(EngineError::KvExhausted { needed, free: self.kv.free_blocks() });
+        }
+        for inp in inputs {
+            let s = self.seqs.get_mut(&inp.seq).expect("checked above");
+            for _ in 0..s.blocks_needed(inp.tokens.len(), bt) {
+                s.blocks.push(self.kv.allocate().expect("free blocks counted above"));
+            }
+        }
+
+        let total: usize = inputs.iter().map(|i| i.tokens.len()).sum();
+        let mut tokens = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        let mut seq_of_token = Vec::with_capacity(total);
+        let mut logit_tokens = Vec::new();
+        let mut seqs: Vec<&SeqKv> = Vec::with_capacity(inputs.len());
+        for (k, inp) in inputs.iter().enumerate() {
+            let s = &self.seqs[&inp.seq];
+            tokens.extend_from_slice(inp.tokens);
+            positions.extend(s.tokens..s.tokens + inp.tokens.len());
+            seq_of_token.extend(std::iter::repeat_n(k, inp.tokens.len()));
+            if inp.want_logits {
+                logit_tokens.push(tokens.len() - 1);
+            }
+            seqs.push(s);
+        }
+        let batch = StepBatch {
+            tokens: &tokens,
+            positions: &positions,
+            seq_of_token: &seq_of_token,
+            seqs: &seqs,
+            logit_tokens: &logit_tokens,
+        };
+        let logits = self.model.forward(&self.pool, &mut self.kv, &batch, &mut self.scratch)?;
+        for inp in inputs {
+            self.seqs.get_mut(&inp.seq).expect("checked above").tokens += inp.tokens.len();
+        }
+        let vocab = self.model.config.vocab_size;
+        Ok(logits.chunks_exact(vocab.max(1)).map(<[f32]>::to_vec).collect())
+    }
+}
+
+fn unknown(id: SeqId) -> EngineError {
+    EngineError::InvalidRequest(format!("unknown sequence {id}"))
+}

@@ -6,6 +6,7 @@
 pub mod chat_template;
 pub mod engine;
 pub mod error;
+pub mod generation;
 pub mod gguf;
 pub mod kv;
 pub mod model;

@@ -1,3 +1,272 @@
 //! Model architectures (llama incl. Mistral, qwen2, gemma3) and their batched forward pass.
+//!
+//! One forward step takes the tokens of many sequences at once — prompt chunks and single
+//! decode tokens mixed — runs every matrix multiplication over all of them together, and
+//! attends per token over that token's own sequence in the paged KV cache.
 
+pub mod config;
+mod gemma3;
+pub mod layers;
+mod llama;
+pub mod load;
 pub mod source;
+
+use config::{Arch, ModelConfig};
+use layers::{RopeTable, TokenPlacement};
+use source::{ModelSource, SourceTensor};
+
+use crate::kv::{KvPool, SeqKv};
+use crate::quant::blocks::dequantize_row;
+use crate::quant::matmul::{matmul, ThreadPool};
+use crate::quant::WeightMatrix;
+use crate::{EngineError, Result};
+
+/// The weights of one transformer layer. Optional parts exist only in some architectures.
+pub(crate) struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: WeightMatrix,
+    pub wk: WeightMatrix,
+    pub wv: WeightMatrix,
+    pub wo: WeightMatrix,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: WeightMatrix,
+    pub w_up: WeightMatrix,
+    pub w_down: WeightMatrix,
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A loaded model: configuration and weights (quantized weights stay in their file format).
+pub struct Model {
+    pub config: ModelConfig,
+    embed: WeightMatrix,
+    layers: Vec<LayerWeights>,
+    output_norm: Vec<f32>,
+    output: WeightMatrix,
+}
+
+/// The tokens of one forward step. Token `i` is `tokens[i]` at `positions[i]` of sequence
+/// `seqs[seq_of_token[i]]`, whose KV table must already have room for it. Logits are computed
+/// only for the token indices in `logit_tokens`.
+pub struct StepBatch<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [usize],
+    pub seq_of_token: &'a [usize],
+    pub seqs: &'a [&'a SeqKv],
+    pub logit_tokens: &'a [usize],
+}
+
+/// Reusable activation buffers of the forward pass, grown to the largest step seen.
+#[derive(Default)]
+pub struct Scratch {
+    pub x: Vec<f32>,
+    pub xn: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub proj: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+}
+
+fn resize(buf: &mut Vec<f32>, n: usize) {
+    buf.clear();
+    buf.resize(n, 0.0);
+}
+
+/// Everything a layer needs during one step besides its weights.
+pub(crate) struct StepContext<'a> {
+    pub pool: &'a ThreadPool,
+    pub cfg: &'a ModelConfig,
+    pub place: TokenPlacement<'a>,
+    pub rope_global: &'a RopeTable,
+    pub rope_local: &'a RopeTable,
+}
+
+impl Model {
+    /// Builds the model from a loaded source, checking every tensor's shape.
+    pub fn load(src: &ModelSource) -> Result<Self> {
+        let config = ModelConfig::from_source(src)?;
+        let c = &config;
+        let d = c.d_model;
+        let q_dim = c.n_heads * c.head_dim;
+        let kv_dim = c.kv_dim();
+        let embed = matrix(src, "token_embd.weight", c.vocab_size, d)?;
+        let output = if src.tensors.contains_key("output.weight") {
+            matrix(src, "output.weight", c.vocab_size, d)?
+        } else {
+            embed.clone()
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}");
+            let opt_vec = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+                let name = n(s);
+                if src.tensors.contains_key(&name) {
+                    vector(src, &name, len).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let gemma = c.arch == Arch::Gemma3;
+            let layer = LayerWeights {
+                attn_norm: vector(src, &n("attn_norm.weight"), d)?,
+                wq: matrix(src, &n("attn_q.weight"), q_dim, d)?,
+                wk: matrix(src, &n("attn_k.weight"), kv_dim, d)?,
+                wv: matrix(src, &n("attn_v.weight"), kv_dim, d)?,
+                wo: matrix(src, &n("attn_output.weight"), d, q_dim)?,
+                bq: opt_vec("attn_q.bias", q_dim)?,
+                bk: opt_vec("attn_k.bias", kv_dim)?,
+                bv: opt_vec("attn_v.bias", kv_dim)?,
+                q_norm: opt_vec("attn_q_norm.weight", c.head_dim)?,
+                k_norm: opt_vec("attn_k_norm.weight", c.head_dim)?,
+                post_attn_norm: opt_vec("post_attention_norm.weight", d)?,
+                ffn_norm: vector(src, &n("ffn_norm.weight"), d)?,
+                w_gate: matrix(src, &n("ffn_gate.weight"), c.ffn_dim, d)?,
+                w_up: matrix(src, &n("ffn_up.weight"), c.ffn_dim, d)?,
+                w_down: matrix(src, &n("ffn_down.weight"), d, c.ffn_dim)?,
+                post_ffn_norm: opt_vec("post_ffw_norm.weight", d)?,
+            };
+            if gemma
+                && (layer.q_norm.is_none()
+                    || layer.k_norm.is_none()
+                    || layer.post_attn_norm.is_none()
+                    || layer.post_ffn_norm.is_none())
+            {
+                return Err(EngineError::invalid(format!("gemma3 layer {l} lacks its q/k or post norms")));
+            }
+            layers.push(layer);
+        }
+        Ok(Self {
+            output_norm: vector(src, "output_norm.weight", d)?,
+            config,
+            embed,
+            layers,
+            output,
+        })
+    }
+
+    /// Runs one step and returns the logits of `batch.logit_tokens`, one row of `vocab_size`
+    /// each, in that order. The keys and values of every token are written to `kv`.
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let t = batch.tokens.len();
+        let d = c.d_model;
+        if batch.positions.len() != t || batch.seq_of_token.len() != t {
+            return Err(EngineError::InvalidRequest("step batch arrays differ in length".into()));
+        }
+        resize(&mut scratch.x, t * d);
+        for (i, &tok) in batch.tokens.iter().enumerate() {
+            if tok as usize >= c.vocab_size {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {tok} outside the vocabulary of {}",
+                    c.vocab_size
+                )));
+            }
+            let row = &mut scratch.x[i * d..(i + 1) * d];
+            dequantize_row(self.embed.ty, self.embed.row(tok as usize), row);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+        let rope_global = RopeTable::new(batch.positions, c.head_dim, c.rope_base);
+        let rope_local = if c.sliding_window_tokens.is_some() {
+            RopeTable::new(batch.positions, c.head_dim, c.rope_local_base)
+        } else {
+            RopeTable::new(&[], c.head_dim, c.rope_base)
+        };
+        let ctx = StepContext {
+            pool,
+            cfg: c,
+            place: TokenPlacement {
+                seq_of_token: batch.seq_of_token,
+                positions: batch.positions,
+                seqs: batch.seqs,
+            },
+            rope_global: &rope_global,
+            rope_local: &rope_local,
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            match c.arch {
+                Arch::Llama | Arch::Qwen2 => llama::layer(&ctx, kv, l, layer, scratch),
+                Arch::Gemma3 => gemma3::layer(&ctx, kv, l, layer, scratch),
+            }
+        }
+        let n_out = batch.logit_tokens.len();
+        resize(&mut scratch.xn, n_out * d);
+        for (o, &i) in batch.logit_tokens.iter().enumerate() {
+            if i >= t {
+                return Err(EngineError::InvalidRequest(format!("logit row {i} outside the step")));
+            }
+            layers::rms_norm(
+                &scratch.x[i * d..(i + 1) * d],
+                &self.output_norm,
+                c.rms_eps,
+                &mut scratch.xn[o * d..(o + 1) * d],
+            );
+        }
+        let mut logits = vec![0f32; n_out * c.vocab_size];
+        matmul(pool, &self.output, &scratch.xn, n_out, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// Projects `x` (`n` rows) through `w` into `out`, adding `bias` when present.
+pub(crate) fn linear(pool: &ThreadPool, w: &WeightMatrix, bias: Option<&[f32]>, x: &[f32], n: usize, out: &mut Vec<f32>) {
+    resize(out, n * w.rows);
+    matmul(pool, w, x, n, out);
+    if let Some(b) = bias {
+        for row in out.chunks_exact_mut(w.rows) {
+            row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+        }
+    }
+}
+
+/// Writes the keys and values of every token of the step into their sequences' blocks.
+pub(crate) fn store_kv(ctx: &StepContext<'_>, kv: &mut KvPool, layer: usize, k: &[f32], v: &[f32]) {
+    let kv_dim = ctx.cfg.kv_dim();
+    let bt = kv.block_tokens();
+    for (i, &pos) in ctx.place.positions.iter().enumerate() {
+        let (b, s) = ctx.place.seqs[ctx.place.seq_of_token[i]].locate(pos, bt);
+        kv.write(layer, b, s, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim]);
+    }
+}
+
+fn tensor_shape<'a>(src: &'a ModelSource, name: &str, dims: &[usize]) -> Result<&'a SourceTensor> {
+    let t = src.tensor(name)?;
+    if t.dims != dims {
+        return Err(EngineError::invalid(format!(
+            "tensor {name} has shape {:?}, expected {:?}",
+            t.dims, dims
+        )));
+    }
+    Ok(t)
+}
+
+fn matrix(src: &ModelSource, name: &str, rows: usize, cols: usize) -> Result<WeightMatrix> {
+    let t = tensor_shape(src, name, &[cols, rows])?;
+    WeightMatrix::new(t.ty, rows, cols, t.data.clone())
+        .map_err(|e| EngineError::invalid(format!("tensor {name}: {e}")))
+}
+
+fn vector(src: &ModelSource, name: &str, len: usize) -> Result<Vec<f32>> {
+    let t = tensor_shape(src, name, &[len])?;
+    if t.ty.row_bytes(len) != Some(t.data.len()) {
+        return Err(EngineError::invalid(format!("tensor {name} has the wrong byte size")));
+    }
+    let mut out = vec![0f32; len];
+    dequantize_row(t.ty, &t.data, &mut out);
+    Ok(out)
+}

@@ -1,0 +1,219 @@
+//! The building blocks shared by every architecture: RMSNorm, RoPE, gated activations and
+//! causal attention over the paged KV cache.
+
+use super::config::{Activation, ModelConfig, RopeStyle};
+use crate::kv::{KvPool, SeqKv};
+use crate::quant::matmul::{dot_f32, ThreadPool};
+
+/// `out = x / rms(x) * w` for every row of width `w.len()`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean_sq = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+/// In-place RMSNorm of every row of width `w.len()`.
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for xr in x.chunks_exact_mut(d) {
+        let mean_sq = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v *= inv * g;
+        }
+    }
+}
+
+/// cos/sin of every rotary pair for a list of positions, computed once per step and shared by
+/// all layers that use the same base.
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// Tables for `positions` with `head_dim` and frequency `base`.
+    pub fn new(positions: &[usize], head_dim: usize, base: f32) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| (base as f64).powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        for &p in positions {
+            for f in &inv_freq {
+                let theta = p as f64 * f;
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        Self { half, cos, sin }
+    }
+
+    /// Rotates every head of token `t` (`x` holds `x.len() / head_dim` heads).
+    pub fn apply(&self, t: usize, x: &mut [f32], style: RopeStyle) {
+        let half = self.half;
+        let cos = &self.cos[t * half..(t + 1) * half];
+        let sin = &self.sin[t * half..(t + 1) * half];
+        for head in x.chunks_exact_mut(2 * half) {
+            match style {
+                RopeStyle::Interleaved => {
+                    for i in 0..half {
+                        let (a, b) = (head[2 * i], head[2 * i + 1]);
+                        head[2 * i] = a * cos[i] - b * sin[i];
+                        head[2 * i + 1] = a * sin[i] + b * cos[i];
+                    }
+                }
+                RopeStyle::Neox => {
+                    for i in 0..half {
+                        let (a, b) = (head[i], head[i + half]);
+                        head[i] = a * cos[i] - b * sin[i];
+                        head[i + half] = a * sin[i] + b * cos[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `gate = act(gate) * up`, elementwise.
+pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
+    match act {
+        Activation::Silu => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        }
+        Activation::GeluTanh => {
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            for (g, &u) in gate.iter_mut().zip(up) {
+                let x = *g;
+                *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
+            }
+        }
+    }
+}
+
+/// Where each token of a step sits: which sequence (index into the step's KV tables) and at
+/// which position.
+pub struct TokenPlacement<'a> {
+    pub seq_of_token: &'a [usize],
+    pub positions: &'a [usize],
+    pub seqs: &'a [&'a SeqKv],
+}
+
+/// Causal attention of every token of the step over its own sequence's cached keys/values
+/// (positions `0..=pos`, or the last `window` of them). `q` is `T × n_heads·head_dim`; the
+/// result goes to `out` with the same shape. The current tokens' keys must already be written.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    pool: &ThreadPool,
+    cfg: &ModelConfig,
+    kv: &KvPool,
+    layer: usize,
+    place: &TokenPlacement<'_>,
+    q: &[f32],
+    window: Option<usize>,
+    out: &mut [f32],
+) {
+    let hd = cfg.head_dim;
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let q_width = cfg.n_heads * hd;
+    let n_tokens = place.positions.len();
+    let block_tokens = kv.block_tokens();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    pool.run(n_tokens * cfg.n_kv_heads, &|task| {
+        let t = task / cfg.n_kv_heads;
+        let g = task % cfg.n_kv_heads;
+        let pos = place.positions[t];
+        let seq = place.seqs[place.seq_of_token[t]];
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let n_ctx = pos + 1 - first;
+        let mut scores = vec![0f32; n_ctx * group];
+        for j in 0..n_ctx {
+            let (b, s) = seq.locate(first + j, block_tokens);
+            let k = &kv.key(layer, b, s)[g * hd..(g + 1) * hd];
+            for h in 0..group {
+                let head = g * group + h;
+                let qh = &q[t * q_width + head * hd..t * q_width + (head + 1) * hd];
+                scores[h * n_ctx + j] = dot_f32(qh, k) * cfg.attn_scale;
+            }
+        }
+        for h in 0..group {
+            let row = &mut scores[h * n_ctx..(h + 1) * n_ctx];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        let mut acc = vec![0f32; group * hd];
+        for j in 0..n_ctx {
+            let (b, s) = seq.locate(first + j, block_tokens);
+            let v = &kv.value(layer, b, s)[g * hd..(g + 1) * hd];
+            for h in 0..group {
+                let p = scores[h * n_ctx + j];
+                for (a, &vv) in acc[h * hd..(h + 1) * hd].iter_mut().zip(v) {
+                    *a += p * vv;
+                }
+            }
+        }
+        for h in 0..group {
+            let head = g * group + h;
+            let dst = t * q_width + head * hd;
+            // SAFETY: each task owns the heads of group `g` of token `t`: a disjoint range of
+            // `out`, which outlives `pool.run`; `dst + hd <= T * q_width = out.len()`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(acc[h * hd..].as_ptr(), out_ptr.get().add(dst), hd);
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to write disjoint ranges from pool tasks that finish before the owner returns.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_normalizes() {
+        let x = [3.0, 4.0];
+        let mut out = [0.0; 2];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut out);
+        let rms = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 8.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position() {
+        let t = RopeTable::new(&[0, 1], 4, 10_000.0);
+        let mut x = [1.0, 0.0, 1.0, 0.0];
+        t.apply(0, &mut x, RopeStyle::Interleaved);
+        assert_eq!(x, [1.0, 0.0, 1.0, 0.0], "position 0 is the identity");
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        t.apply(1, &mut x, RopeStyle::Interleaved);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        t.apply(1, &mut x, RopeStyle::Neox);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+    }
+}
