@@ -5,6 +5,7 @@
 //! run time with a scalar reference that tests prove equal.
 
 pub mod blocks;
+mod kquants;
 pub mod matmul;
 
 use crate::{EngineError, Result};
