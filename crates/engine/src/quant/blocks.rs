@@ -368,4 +368,4 @@ pub(crate) fn quantize_q8k_block(x: &[f32], b: &mut [u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

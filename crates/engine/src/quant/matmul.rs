@@ -1,76 +1,219 @@
 //! Matrix multiplication of a quantized weight matrix with a batch of f32 activation rows.
+//!
+//! Activations are quantized once per call (i8, one scale per 32); each weight row is unpacked
+//! once per call into i8 levels with a scale and offset per 16 ([`super::decoded`]); then an
+//! ISA-specific kernel multiplies it with [`x86::TILE`] activation rows at a time. F32/F16/BF16
+//! (and Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
+//! See docs/kernels.md for the measurements behind these choices.
 
+use super::decoded::{has_offset, is_integer, DecodedRow, QuantizedActs, GROUP, SUB};
+#[cfg(target_arch = "x86_64")]
+use super::x86;
 use super::WeightMatrix;
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
-/// A pool of worker threads for kernels.
-pub struct ThreadPool {
-    threads: usize,
+pub use super::pool::ThreadPool;
+
+/// Weight rows unpacked together and swept by each activation tile (fits L2 for 4864 columns).
+const ROWS_PER_TASK: usize = 16;
+/// Activation rows per kernel call on the scalar path (the SIMD path uses [`x86::TILE`]).
+const TILE: usize = 4;
+
+/// Which instruction set the kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Portable Rust, the reference the SIMD paths are tested against.
+    Scalar,
+    /// AVX2 + FMA.
+    Avx2,
 }
 
-impl ThreadPool {
-    /// A pool that runs work on `threads` threads (the caller's thread included).
-    pub fn new(threads: usize) -> Self {
-        Self { threads: threads.max(1) }
-    }
-
-    /// Number of threads.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Runs `f(i)` for every `i` in `0..n_tasks`, spread over the pool; returns when all are done.
-    pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        if self.threads == 1 || n_tasks <= 1 {
-            (0..n_tasks).for_each(f);
-            return;
+/// The best ISA this CPU supports, detected once.
+pub(crate) fn detected_isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            return Isa::Avx2;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = || loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= n_tasks {
-                break;
+        Isa::Scalar
+    })
+}
+
+/// Dot product of two equal-length f32 slices (SIMD where the CPU has it).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_with(detected_isa(), a, b)
+}
+
+fn dot_f32_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA.
+        Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
+        _ => {
+            // Eight partial sums let the compiler vectorize without reassociation flags.
+            let mut acc = [0f32; 8];
+            let (ac, ar) = a.split_at(a.len() / 8 * 8);
+            let (bc, br) = b.split_at(ac.len());
+            for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] += x[i] * y[i];
+                }
             }
-            f(i);
-        };
-        std::thread::scope(|s| {
-            for _ in 1..self.threads {
-                s.spawn(work);
-            }
-            work();
-        });
+            acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
+        }
     }
 }
 
 /// `y[t][r] = sum_c w[r][c] * x[t][c]` for `t < n`: `x` is `n × w.cols`, `y` is `n × w.rows`.
 pub fn matmul(pool: &ThreadPool, w: &WeightMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_with(detected_isa(), pool, w, x, n, y)
+}
+
+thread_local! {
+    /// Per-thread unpacked weight rows, reused across calls (no allocation per step).
+    static DECODED: RefCell<Vec<DecodedRow>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread f32 weight row for the float path.
+    static ROW_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`matmul`] on a chosen ISA (tests compare every ISA with the scalar reference).
+pub(crate) fn matmul_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &WeightMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     assert_eq!(x.len(), n * w.cols, "activation shape");
     assert_eq!(y.len(), n * w.rows, "output shape");
-    // Reference path: dequantize each weight row once, dot it with every activation row.
-    const ROWS_PER_TASK: usize = 16;
+    if n == 0 || w.rows == 0 {
+        return;
+    }
     let n_tasks = w.rows.div_ceil(ROWS_PER_TASK);
     let y_ptr = SendPtr(y.as_mut_ptr());
-    pool.run(n_tasks, &|task| {
-        let mut row = vec![0f32; w.cols];
-        let r0 = task * ROWS_PER_TASK;
-        for r in r0..(r0 + ROWS_PER_TASK).min(w.rows) {
-            w.dequantize_row_into(r, &mut row);
-            for t in 0..n {
-                let xt = &x[t * w.cols..(t + 1) * w.cols];
-                let dot: f32 = row.iter().zip(xt).map(|(a, b)| a * b).sum();
-                // SAFETY: each task writes a disjoint set of rows r of y; t*rows + r < y.len().
-                unsafe { *y_ptr.get().add(t * w.rows + r) = dot };
-            }
+    let rows_of = |task: usize| task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(w.rows);
+    // SAFETY (both closures): each task writes only y[t*rows + r] for its own rows r, so writes
+    // from different tasks never overlap, and `pool.run` returns only after all tasks end.
+    let store = |t: usize, r: usize, v: f32| unsafe { *y_ptr.get().add(t * w.rows + r) = v };
+    if is_integer(w.ty) && w.cols % GROUP == 0 {
+        let acts = QuantizedActs::new(x, w.cols);
+        let with_offset = has_offset(w.ty);
+        pool.run(n_tasks, &|task| {
+            DECODED.with_borrow_mut(|decoded| {
+                let rows = rows_of(task);
+                if decoded.len() < ROWS_PER_TASK || decoded[0].q.len() != w.cols {
+                    *decoded = (0..ROWS_PER_TASK)
+                        .map(|_| DecodedRow::new(w.cols))
+                        .collect();
+                }
+                for (d, r) in decoded.iter_mut().zip(rows.clone()) {
+                    decode_row(isa, d, w, r);
+                }
+                let mut out = [0f32; TILE];
+                for t0 in (0..n).step_by(TILE) {
+                    let nt = TILE.min(n - t0);
+                    for (d, r) in decoded.iter().zip(rows.clone()) {
+                        dot_rows(isa, d, &acts, w.cols, t0, nt, &mut out);
+                        for (k, &v) in out.iter().enumerate().take(nt) {
+                            let t = t0 + k;
+                            let per_t = w.cols / SUB;
+                            let off = if with_offset {
+                                dot_f32_with(
+                                    isa,
+                                    &d.offset,
+                                    &acts.sum16[t * per_t..(t + 1) * per_t],
+                                )
+                            } else {
+                                0.0
+                            };
+                            store(t, r, v + off);
+                        }
+                    }
+                }
+            })
+        });
+    } else {
+        pool.run(n_tasks, &|task| {
+            ROW_F32.with_borrow_mut(|row| {
+                row.resize(w.cols, 0.0);
+                for r in rows_of(task) {
+                    w.dequantize_row_into(r, row);
+                    for t in 0..n {
+                        store(
+                            t,
+                            r,
+                            dot_f32_with(isa, row, &x[t * w.cols..(t + 1) * w.cols]),
+                        );
+                    }
+                }
+            })
+        });
+    }
+}
+
+fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA.
+        Isa::Avx2 => unsafe { x86::decode(d, w.ty, w.row(r)) },
+        _ => d.decode(w.ty, w.row(r)),
+    }
+}
+
+fn dot_rows(
+    isa: Isa,
+    d: &DecodedRow,
+    acts: &QuantizedActs,
+    cols: usize,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32; TILE],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA; shapes were checked
+        // by `matmul_with` (rows t0..t0+nt exist, both rows have `cols` elements).
+        Isa::Avx2 => unsafe { x86::dot_rows(d, acts, cols, t0, nt, out) },
+        _ => dot_rows_scalar(d, acts, cols, t0, nt, out),
+    }
+}
+
+/// The scalar integer kernel: the same sums as the SIMD ones, in plain Rust.
+fn dot_rows_scalar(
+    d: &DecodedRow,
+    acts: &QuantizedActs,
+    cols: usize,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32; TILE],
+) {
+    for (k, o) in out.iter_mut().enumerate().take(nt) {
+        let t = t0 + k;
+        let xq = &acts.q[t * cols..(t + 1) * cols];
+        let mut acc = 0f32;
+        for (s, (wq, aq)) in d.q.chunks_exact(SUB).zip(xq.chunks_exact(SUB)).enumerate() {
+            let isum: i32 = wq.iter().zip(aq).map(|(&a, &b)| a as i32 * b as i32).sum();
+            acc += isum as f32 * (d.scale[s] * acts.scale[t * (cols / GROUP) + s / 2]);
         }
-    });
+        *o = acc;
+    }
 }
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: used only to write disjoint elements from pool tasks that end before `matmul` returns.
 unsafe impl Send for SendPtr {}
+// SAFETY: as above.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,8 +5,12 @@
 //! run time with a scalar reference that tests prove equal.
 
 pub mod blocks;
+mod decoded;
 mod kquants;
 pub mod matmul;
+mod pool;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use crate::{EngineError, Result};
 

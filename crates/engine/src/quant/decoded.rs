@@ -1,0 +1,212 @@
+//! One weight row unpacked for integer dot products: every quantized type becomes i8 levels with
+//! an f32 scale and offset per 16 elements (`w = scale * q + offset`), and activations become
+//! i8 with one scale per 32 (Q8_0-like). One kernel per ISA then serves every block type.
+
+use super::blocks::{f16_at, q3k_scales, scale_min_k4};
+use super::GgmlType;
+
+/// Elements sharing one weight scale/offset.
+pub(crate) const SUB: usize = 16;
+/// Elements sharing one activation scale.
+pub(crate) const GROUP: usize = 32;
+
+/// Whether `ty` is unpacked to i8 levels (else weights are converted to f32).
+pub(crate) fn is_integer(ty: GgmlType) -> bool {
+    !matches!(
+        ty,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8K
+    )
+}
+
+/// Whether `ty` has per-block offsets (mins), which need activation sums.
+pub(crate) fn has_offset(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K
+    )
+}
+
+/// A weight row unpacked: `q[i]`, `scale[i / 16]`, `offset[i / 16]`.
+pub(crate) struct DecodedRow {
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub offset: Vec<f32>,
+}
+
+impl DecodedRow {
+    /// Scratch for rows of `cols` elements.
+    pub fn new(cols: usize) -> Self {
+        Self {
+            q: vec![0; cols],
+            scale: vec![0.0; cols / SUB],
+            offset: vec![0.0; cols / SUB],
+        }
+    }
+
+    /// Unpacks one row of an integer type (see [`is_integer`]).
+    #[inline(always)]
+    pub fn decode(&mut self, ty: GgmlType, src: &[u8]) {
+        let blocks = src.chunks_exact(ty.block_bytes());
+        let per = ty.block_elems();
+        let subs = per / SUB;
+        for (i, b) in blocks.enumerate() {
+            let q = &mut self.q[i * per..(i + 1) * per];
+            let sc = &mut self.scale[i * subs..(i + 1) * subs];
+            let off = &mut self.offset[i * subs..(i + 1) * subs];
+            decode_block(ty, b, q, sc, off);
+        }
+    }
+}
+
+// Index arithmetic mirrors the block layouts described in blocks.rs.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn decode_block(ty: GgmlType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut [f32]) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let (d, m, qs) = if ty == GgmlType::Q4_0 {
+                (f16_at(b, 0), 0.0, &b[2..18])
+            } else {
+                (f16_at(b, 0), f16_at(b, 2), &b[4..20])
+            };
+            let bias = if ty == GgmlType::Q4_0 { 8 } else { 0 };
+            for j in 0..16 {
+                q[j] = (qs[j] & 0xF) as i8 - bias;
+                q[j + 16] = (qs[j] >> 4) as i8 - bias;
+            }
+            sc.fill(d);
+            off.fill(m);
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (d, m, at) = if ty == GgmlType::Q5_0 {
+                (f16_at(b, 0), 0.0, 2)
+            } else {
+                (f16_at(b, 0), f16_at(b, 2), 4)
+            };
+            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let qs = &b[at + 4..at + 20];
+            let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
+            for j in 0..16 {
+                let h0 = (((qh >> j) & 1) << 4) as u8;
+                let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+                q[j] = ((qs[j] & 0xF) | h0) as i8 - bias;
+                q[j + 16] = ((qs[j] >> 4) | h1) as i8 - bias;
+            }
+            sc.fill(d);
+            off.fill(m);
+        }
+        GgmlType::Q8_0 | GgmlType::Q8_1 => {
+            let at = if ty == GgmlType::Q8_0 { 2 } else { 4 };
+            for (o, &v) in q.iter_mut().zip(&b[at..at + 32]) {
+                *o = v as i8;
+            }
+            sc.fill(f16_at(b, 0));
+            off.fill(0.0);
+        }
+        GgmlType::Q2K => {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let (d, min) = (f16_at(b, 80), f16_at(b, 82));
+            for i in 0..256 {
+                q[i] = ((qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3) as i8;
+            }
+            for g in 0..16 {
+                sc[g] = d * (scales[g] & 0xF) as f32;
+                off[g] = -(min * (scales[g] >> 4) as f32);
+            }
+        }
+        GgmlType::Q3K => {
+            let (hmask, qs) = (&b[0..32], &b[32..96]);
+            let s = q3k_scales(&b[96..108]);
+            let d = f16_at(b, 108);
+            for i in 0..256 {
+                let low = ((qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3) as i8;
+                let high = (hmask[i % 32] >> (i / 32)) & 1;
+                q[i] = low - if high != 0 { 0 } else { 4 };
+            }
+            for g in 0..16 {
+                sc[g] = d * s[g] as f32;
+            }
+            off.fill(0.0);
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let (d, min) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            let (qh, qs) = if ty == GgmlType::Q4K {
+                (None, &b[16..144])
+            } else {
+                (Some(&b[16..48]), &b[48..176])
+            };
+            for c in 0..4 {
+                for l in 0..32 {
+                    let v = qs[32 * c + l];
+                    let (mut lo, mut hi) = (v & 0xF, v >> 4);
+                    if let Some(qh) = qh {
+                        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                    }
+                    q[64 * c + l] = lo as i8;
+                    q[64 * c + 32 + l] = hi as i8;
+                }
+            }
+            for j in 0..8 {
+                let (s, m) = scale_min_k4(j, scales);
+                sc[2 * j] = d * s as f32;
+                sc[2 * j + 1] = sc[2 * j];
+                off[2 * j] = -(min * m as f32);
+                off[2 * j + 1] = off[2 * j];
+            }
+        }
+        GgmlType::Q6K => {
+            let (ql, qh, s) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for i in 0..256 {
+                let (h, r) = (i / 128, i % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let low = (ql[64 * h + l + 32 * (quarter % 2)] >> (4 * (quarter / 2))) & 0xF;
+                let high = (qh[32 * h + l] >> (2 * quarter)) & 3;
+                q[i] = (low | (high << 4)) as i8 - 32;
+            }
+            for g in 0..16 {
+                sc[g] = d * (s[g] as i8) as f32;
+            }
+            off.fill(0.0);
+        }
+        other => unreachable!("{} is not an integer-decoded type", other.name()),
+    }
+}
+
+/// Activation rows quantized to i8 with one scale per 32, plus `scale * sum(q)` per 16 (the
+/// factor weight offsets multiply).
+pub(crate) struct QuantizedActs {
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub sum16: Vec<f32>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `n` rows of `cols` (a multiple of 32) values, rounding like ggml's Q8_0.
+    pub fn new(x: &[f32], cols: usize) -> Self {
+        let mut q = vec![0i8; x.len()];
+        let mut scale = vec![0f32; x.len() / GROUP];
+        let mut sum16 = vec![0f32; x.len() / SUB];
+        debug_assert!(cols % GROUP == 0);
+        for (g, (xs, qs)) in x
+            .chunks_exact(GROUP)
+            .zip(q.chunks_exact_mut(GROUP))
+            .enumerate()
+        {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for (o, &v) in qs.iter_mut().zip(xs) {
+                *o = (v * id).round() as i8;
+            }
+            scale[g] = d;
+            for h in 0..2 {
+                let s: i32 = qs[16 * h..16 * h + 16].iter().map(|&v| v as i32).sum();
+                sum16[2 * g + h] = d * s as f32;
+            }
+        }
+        Self { q, scale, sum16 }
+    }
+}

@@ -1,0 +1,167 @@
+//! Every ISA path against the scalar reference (dequantize_row + f64 dot), every weight type,
+//! odd shapes and batch sizes 1..=17.
+
+use super::*;
+use crate::quant::blocks::{dequantize_row, quantize_row, tests::Rng};
+use crate::quant::{GgmlType, TensorBytes};
+use half::f16;
+
+const ALL: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q8_1,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::Q8K,
+];
+
+/// A random `rows × cols` matrix of type `ty`: quantized normal data where we have a quantizer,
+/// else random bytes with finite scales.
+pub(crate) fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> WeightMatrix {
+    let row_bytes = ty.row_bytes(cols).unwrap();
+    let mut data = vec![0u8; rows * row_bytes];
+    let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+    for r in 0..rows {
+        let dst = &mut data[r * row_bytes..(r + 1) * row_bytes];
+        let x: Vec<f32> = x
+            .iter()
+            .map(|v| v * (1.0 + r as f32 * 0.01) + rng.normal() * 0.1)
+            .collect();
+        if quantize_row(ty, &x, dst).is_ok() {
+            continue;
+        }
+        dst.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+        let f16_offsets: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q8_1 => {
+                &[0, 2]
+            }
+            GgmlType::Q2K => &[80, 82],
+            GgmlType::Q3K => &[108],
+            _ => &[],
+        };
+        for block in dst.chunks_exact_mut(ty.block_bytes()) {
+            for &o in f16_offsets {
+                let v = (rng.normal() * 0.05).abs() + 0.001;
+                block[o..o + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+            }
+        }
+    }
+    WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).unwrap()
+}
+
+/// Checks `isa` against f64 sums of dequantized weights; the tolerance is the worst case of
+/// activation rounding (half a step of each 32-group's scale) on integer paths.
+fn check(isa: Isa, pool: &ThreadPool, w: &WeightMatrix, n: usize, rng: &mut Rng) {
+    let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
+    let mut y = vec![f32::NAN; n * w.rows];
+    matmul_with(isa, pool, w, &x, n, &mut y);
+    let mut row = vec![0f32; w.cols];
+    for r in 0..w.rows {
+        dequantize_row(w.ty, w.row(r), &mut row);
+        for t in 0..n {
+            let xt = &x[t * w.cols..(t + 1) * w.cols];
+            let exact: f64 = row.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let mag: f64 = row
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            let mut tol = 1e-5 * mag + 1e-5;
+            if is_integer(w.ty) {
+                for (wg, xg) in row.chunks(32).zip(xt.chunks(32)) {
+                    let amax = xg.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                    tol += wg.iter().map(|v| v.abs() as f64).sum::<f64>() * amax / 254.0 * 1.001;
+                }
+            }
+            let got = y[t * w.rows + r] as f64;
+            assert!(
+                (got - exact).abs() <= tol,
+                "{:?} {} {}x{} n={n} r={r} t={t}: {got} vs {exact} (tol {tol})",
+                isa,
+                w.ty.name(),
+                w.rows,
+                w.cols
+            );
+        }
+    }
+}
+
+#[test]
+fn every_type_every_isa_matches_reference() {
+    let mut rng = Rng::new(3);
+    let pool = ThreadPool::new(2);
+    let mut isas = vec![Isa::Scalar];
+    if detected_isa() != Isa::Scalar {
+        isas.push(detected_isa());
+    }
+    for ty in ALL {
+        let cols = if ty.block_elems() == 256 { 512 } else { 96 };
+        for rows in [1, 17, 33] {
+            let w = random_matrix(ty, rows, cols, &mut rng);
+            for &isa in &isas {
+                for n in [1, 4, 5] {
+                    check(isa, &pool, &w, n, &mut rng);
+                }
+            }
+        }
+        let w = random_matrix(ty, 7, ty.block_elems().max(32) * 3, &mut rng);
+        for &isa in &isas {
+            for n in 1..=17 {
+                check(isa, &pool, &w, n, &mut rng);
+            }
+        }
+    }
+}
+
+/// The SIMD path computes the same integer sums as the scalar one, so they agree to f32 rounding.
+#[test]
+fn simd_equals_scalar() {
+    let isa = detected_isa();
+    if isa == Isa::Scalar {
+        return;
+    }
+    let mut rng = Rng::new(9);
+    let pool = ThreadPool::new(3);
+    for ty in ALL {
+        let w = random_matrix(ty, 19, 768, &mut rng);
+        for n in [1, 3, 8, 13] {
+            let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
+            let (mut a, mut b) = (vec![0f32; n * w.rows], vec![0f32; n * w.rows]);
+            matmul_with(Isa::Scalar, &pool, &w, &x, n, &mut a);
+            matmul_with(isa, &pool, &w, &x, n, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                    "{}: {p} vs {q}",
+                    ty.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_f32_matches_f64_for_odd_lengths() {
+    let mut rng = Rng::new(5);
+    for len in [0, 1, 7, 8, 9, 31, 33, 100, 1000] {
+        let a: Vec<f32> = (0..len).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..len).map(|_| rng.normal()).collect();
+        let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        for isa in [Isa::Scalar, detected_isa()] {
+            let got = dot_f32_with(isa, &a, &b) as f64;
+            assert!(
+                (got - exact).abs() < 1e-4 * (1.0 + len as f64),
+                "{isa:?} len {len}"
+            );
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! AVX2+FMA kernels: i8×i8 dot products of a decoded weight row with up to four activation rows
+//! at once (the weight vector is loaded once per 32 elements), and an f32 dot product.
+
+use super::decoded::{DecodedRow, QuantizedActs, GROUP, SUB};
+use std::arch::x86_64::*;
+
+/// Activation rows processed per weight row pass (accumulators kept in registers).
+pub(crate) const TILE: usize = 4;
+
+/// Whether this CPU runs the kernels here.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Horizontal sum of eight f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// `out[k] = Σ_i w[i] * x[t0 + k][i]` for `k < nt` (≤ [`TILE`]), integer parts only; weight
+/// offsets are added by the caller.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]); `acts` holds rows `t0..t0+nt` of `cols` elements,
+/// and `w` a row of `cols` elements.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_rows(
+    w: &DecodedRow,
+    acts: &QuantizedActs,
+    cols: usize,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let groups = cols / GROUP;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); TILE];
+    let wq = w.q.as_ptr();
+    for g in 0..groups {
+        // SAFETY: g*32+32 <= cols = w.q.len(); the unaligned load reads exactly those bytes.
+        let wv = unsafe { _mm256_loadu_si256(wq.add(g * GROUP) as *const __m256i) };
+        let wabs = _mm256_abs_epi8(wv);
+        // Lanes 0..4 hold elements 0..16 (scale 2g), lanes 4..8 elements 16..32 (scale 2g+1).
+        let ws = _mm256_set_m128(_mm_set1_ps(w.scale[2 * g + 1]), _mm_set1_ps(w.scale[2 * g]));
+        for (k, a) in acc.iter_mut().enumerate().take(nt) {
+            let t = t0 + k;
+            let base = t * cols + g * GROUP;
+            // SAFETY: base + 32 <= (t+1)*cols <= acts.q.len().
+            let av = unsafe { _mm256_loadu_si256(acts.q.as_ptr().add(base) as *const __m256i) };
+            // |w| (unsigned) × sign-adjusted x (signed): the pairwise i16 sums stay within
+            // 2×128×127 < 32768, so maddubs does not saturate.
+            let p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv));
+            let p32 = _mm256_madd_epi16(p16, ones);
+            let s = _mm256_mul_ps(ws, _mm256_set1_ps(acts.scale[t * (cols / GROUP) + g]));
+            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *a);
+        }
+    }
+    for k in 0..nt {
+        out[k] = hsum(acc[k]);
+    }
+    debug_assert_eq!(w.scale.len(), cols / SUB);
+}
+
+/// Dot product of two equal-length f32 slices.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= n, in bounds of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * k)),
+                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut total = hsum(sum);
+    for j in i..n {
+        total += a[j] * b[j];
+    }
+    total
+}
+
+/// Unpacks a weight row with the AVX2 feature set enabled, so the compiler vectorizes the
+/// nibble loops.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn decode(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
+    w.decode(ty, src)
+}
