@@ -159,7 +159,7 @@ fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA.
-        Isa::Avx2 => unsafe { x86::decode(d, w.ty, w.row(r)) },
+        Isa::Avx2 => unsafe { x86::decode_fast(d, w.ty, w.row(r)) },
         _ => d.decode(w.ty, w.row(r)),
     }
 }

@@ -112,3 +112,70 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) unsafe fn decode(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
     w.decode(ty, src)
 }
+
+/// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block into `q` with AVX2 (the decode path's hot
+/// types); returns false for other types, which take the generic decoder.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]); `b` is one whole block of `ty`, `q` has 32 elements.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn decode_block32(ty: super::GgmlType, b: &[u8], q: &mut [i8]) -> bool {
+    use super::GgmlType as T;
+    let low4 = _mm_set1_epi8(0xF);
+    let v = match ty {
+        // SAFETY (all arms): the block has at least the bytes read (18, 22 or 34).
+        T::Q8_0 => unsafe { _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i) },
+        T::Q4_0 | T::Q5_0 => {
+            let at = if ty == T::Q4_0 { 2 } else { 6 };
+            let qs = unsafe { _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i) };
+            let lo = _mm_and_si128(qs, low4);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), low4);
+            let nibbles = _mm256_set_m128i(hi, lo);
+            if ty == T::Q4_0 {
+                _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+            } else {
+                // Spread bit j of qh to byte j: broadcast the 4 bytes, pick byte j/8 for lane j,
+                // test bit j%8, and turn a clear bit into -16 (x - 16 + 16·bit).
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]) as i32;
+                let bytes = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(qh),
+                    _mm256_set_epi64x(
+                        0x0303030303030303,
+                        0x0202020202020202,
+                        0x0101010101010101,
+                        0,
+                    ),
+                );
+                let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                let minus16 = _mm256_andnot_si256(set, _mm256_set1_epi8(-16));
+                _mm256_add_epi8(nibbles, minus16)
+            }
+        }
+        _ => return false,
+    };
+    // SAFETY: q has 32 elements.
+    unsafe { _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v) };
+    true
+}
+
+/// [`decode`] with AVX2 unpacking for the 32-element types that need no offsets.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]); `src` is one row of `ty` matching `w`'s length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
+    use super::GgmlType as T;
+    if !matches!(ty, T::Q4_0 | T::Q5_0 | T::Q8_0) {
+        return w.decode(ty, src);
+    }
+    let bb = ty.block_bytes();
+    for (i, b) in src.chunks_exact(bb).enumerate() {
+        // SAFETY: AVX2 is enabled here; block and 32-element window are in bounds.
+        unsafe { decode_block32(ty, b, &mut w.q[32 * i..32 * i + 32]) };
+        let d = super::blocks::f16_at(b, 0);
+        w.scale[2 * i] = d;
+        w.scale[2 * i + 1] = d;
+    }
+}

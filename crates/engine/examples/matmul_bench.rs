@@ -1,0 +1,75 @@
+//! Times `quant::matmul::matmul` on qwen2.5-0.5B shapes (896x896 and 4864x896, the attention and
+//! FFN matrices) for each weight type at batch 1 (decode) and 512 (prefill), and prints GFLOP/s.
+//!
+//! Run: `cargo run --release -p sprout-engine --example matmul_bench [threads]`.
+
+use sprout_engine::quant::blocks::quantize_row;
+use sprout_engine::quant::matmul::{matmul, ThreadPool};
+use sprout_engine::quant::{GgmlType, TensorBytes, WeightMatrix};
+use std::time::Instant;
+
+fn matrix(ty: GgmlType, rows: usize, cols: usize) -> WeightMatrix {
+    let row_bytes = ty.row_bytes(cols).expect("whole blocks");
+    let mut data = vec![0u8; rows * row_bytes];
+    let mut seed = 1u32;
+    let mut x = vec![0f32; cols];
+    for (r, dst) in data.chunks_exact_mut(row_bytes).enumerate() {
+        for v in x.iter_mut() {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = (seed >> 8) as f32 / (1 << 24) as f32 - 0.5 + r as f32 * 1e-4;
+        }
+        quantize_row(ty, &x, dst).expect("supported type");
+    }
+    WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).expect("consistent shape")
+}
+
+fn main() {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let pool = ThreadPool::new(threads);
+    println!("threads {threads}");
+    println!(
+        "{:<6} {:>11} {:>5} {:>10} {:>9}",
+        "type", "shape", "n", "ms/call", "GFLOP/s"
+    );
+    for ty in [
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+        GgmlType::F16,
+    ] {
+        for (rows, cols) in [(896, 896), (4864, 896), (896, 4864)] {
+            if ty.row_bytes(cols).is_none() {
+                continue;
+            }
+            let w = matrix(ty, rows, cols);
+            for n in [1usize, 512] {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+                    .collect();
+                let mut y = vec![0f32; n * rows];
+                matmul(&pool, &w, &x, n, &mut y);
+                let flop = 2.0 * (rows * cols * n) as f64;
+                let reps = ((2e9 / flop) as usize).clamp(3, 2000);
+                let start = Instant::now();
+                for _ in 0..reps {
+                    matmul(&pool, &w, &x, n, &mut y);
+                }
+                let secs = start.elapsed().as_secs_f64() / reps as f64;
+                let shape = format!("{rows}x{cols}");
+                println!(
+                    "{:<6} {:>11} {:>5} {:>10.3} {:>9.1}",
+                    ty.name(),
+                    shape,
+                    n,
+                    secs * 1e3,
+                    flop / secs / 1e9
+                );
+            }
+        }
+    }
+}
