@@ -103,16 +103,6 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
-/// Unpacks a weight row with the AVX2 feature set enabled, so the compiler vectorizes the
-/// nibble loops.
-///
-/// # Safety
-/// Requires AVX2 and FMA ([`available`]).
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn decode(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
-    w.decode(ty, src)
-}
-
 /// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block into `q` with AVX2 (the decode path's hot
 /// types); returns false for other types, which take the generic decoder.
 ///
@@ -167,6 +157,10 @@ unsafe fn decode_block32(ty: super::GgmlType, b: &[u8], q: &mut [i8]) -> bool {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
     use super::GgmlType as T;
+    if ty == T::Q4K {
+        // SAFETY: AVX2 is enabled in this function; `src` is a Q4_K row of `w`'s length.
+        return unsafe { decode_q4k(w, src) };
+    }
     if !matches!(ty, T::Q4_0 | T::Q5_0 | T::Q8_0) {
         return w.decode(ty, src);
     }
@@ -177,5 +171,35 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: super::GgmlType, src: &
         let d = super::blocks::f16_at(b, 0);
         w.scale[2 * i] = d;
         w.scale[2 * i + 1] = d;
+    }
+}
+
+/// Q4_K rows: nibbles split with AVX2, the 6-bit scales and mins decoded in scalar code.
+///
+/// # Safety
+/// Requires AVX2 and FMA ([`available`]); `src` is one Q4_K row matching `w`'s length.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
+    let low4 = _mm256_set1_epi8(0xF);
+    for (i, b) in src.chunks_exact(144).enumerate() {
+        let (d, min) = (super::blocks::f16_at(b, 0), super::blocks::f16_at(b, 2));
+        for j in 0..8 {
+            let (s, m) = super::blocks::scale_min_k4(j, &b[4..16]);
+            let (sc, off) = (d * s as f32, -(min * m as f32));
+            w.scale[16 * i + 2 * j..16 * i + 2 * j + 2].fill(sc);
+            w.offset[16 * i + 2 * j..16 * i + 2 * j + 2].fill(off);
+        }
+        for c in 0..4 {
+            // SAFETY: bytes 16+32c..48+32c lie in the 144-byte block; the 64 output bytes
+            // 256i+64c.. lie in the row's `q`.
+            unsafe {
+                let qs = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(qs, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low4);
+                let out = w.q.as_mut_ptr().add(256 * i + 64 * c);
+                _mm256_storeu_si256(out as *mut __m256i, lo);
+                _mm256_storeu_si256(out.add(32) as *mut __m256i, hi);
+            }
+        }
     }
 }
