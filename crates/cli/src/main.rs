@@ -1,3 +1,125 @@
-//! The `sprout` command line.
+//! The `sprout` command line: one binary for pulling models, generating, chatting,
+//! measuring and serving.
 
-fn main() {}
+mod bench_engine;
+mod generate;
+mod model_arg;
+mod perplexity;
+mod pull;
+mod tokenize;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// sprout: a grounded recommendation chatbot server on open-weight LLMs, with its own engine.
+#[derive(Parser, Debug)]
+#[command(name = "sprout", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `sprout=debug`.
+    #[arg(long, env = "SPROUT_LOG", default_value = "warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download a model from the registry (default: the default chat model), verify it, store it.
+    Pull(pull_cmd::PullArgs),
+    /// List the models on this machine and the ones that can be pulled.
+    Models(pull_cmd::ModelsArgs),
+    /// Generate a completion for one prompt.
+    Generate(generate::GenerateArgs),
+    /// Chat interactively in the terminal, streaming the answers.
+    Chat(generate::ChatArgs),
+    /// Print the token ids of a text (no BOS or other special tokens added).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Measure a model's perplexity on a text file, as llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Engine speed: prefill, decode and batched decode tokens/s, like llama-bench.
+    Engine(bench_engine::BenchEngineArgs),
+}
+
+mod pull_cmd {
+    //! Arguments of `sprout pull` and `sprout models`.
+    use std::path::PathBuf;
+
+    use anyhow::{bail, Result};
+    use clap::Args;
+    use sprout_engine::registry;
+
+    /// `sprout pull [NAME]`.
+    #[derive(Args, Debug)]
+    pub struct PullArgs {
+        /// Registry model name or alias (see `sprout models`).
+        #[arg(default_value = "default")]
+        pub name: String,
+        /// sprout's data directory.
+        #[arg(long, env = "SPROUT_HOME")]
+        pub home: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        pub quiet: bool,
+    }
+
+    /// `sprout models`.
+    #[derive(Args, Debug)]
+    pub struct ModelsArgs {
+        /// sprout's data directory.
+        #[arg(long, env = "SPROUT_HOME")]
+        pub home: Option<PathBuf>,
+    }
+
+    pub fn pull(args: PullArgs) -> Result<()> {
+        let Some(entry) = registry::find(&args.name) else {
+            let known: Vec<_> = registry::MODELS.iter().map(|m| m.name).collect();
+            bail!("unknown model {}: known models are {}", args.name, known.join(", "));
+        };
+        let path = crate::pull::pull(entry, &registry::data_dir(args.home.as_deref()), !args.quiet)?;
+        println!("{}", path.display());
+        Ok(())
+    }
+
+    pub fn models(args: ModelsArgs) -> Result<()> {
+        let dir = registry::data_dir(args.home.as_deref());
+        let local = crate::pull::list_local(&dir);
+        println!("local models in {}:", registry::models_dir(&dir).display());
+        if local.is_empty() {
+            println!("  (none)");
+        }
+        for (name, path, bytes) in &local {
+            println!("  {name:<40} {:>8.1} MB  {}", *bytes as f64 / 1e6, path.display());
+        }
+        println!("available to pull:");
+        for m in registry::MODELS {
+            println!("  {:<40} {:>8.1} MB  {}", m.name, m.total_bytes() as f64 / 1e6, m.summary);
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Pull(a) => pull_cmd::pull(a),
+        Command::Models(a) => pull_cmd::models(a),
+        Command::Generate(a) => generate::generate(a),
+        Command::Chat(a) => generate::chat(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench { what: BenchCommand::Engine(a) } => bench_engine::run(a),
+    }
+}

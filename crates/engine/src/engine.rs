@@ -123,6 +123,16 @@ impl Engine {
     /// Runs one forward step over all `inputs` and returns, for each input that wants them, the
     /// logits after its last token (in input order). On error no sequence has advanced.
     pub fn step(&mut self, inputs: &[StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.run_step(inputs, false)
+    }
+
+    /// Appends `tokens` to one sequence and returns the logits after every one of them (for
+    /// perplexity and scoring; feed long inputs in pieces to bound memory).
+    pub fn step_all_logits(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.run_step(&[StepInput { seq, tokens, want_logits: true }], true)
+    }
+
+    fn run_step(&mut self, inputs: &[StepInput<'_>], all_logits: bool) -> Result<Vec<Vec<f32>>> {
         let ctx = self.model.config.context_tokens;
         let bt = self.kv.block_tokens();
         let mut needed = 0;
@@ -164,7 +174,9 @@ impl Engine {
             tokens.extend_from_slice(inp.tokens);
             positions.extend(s.tokens..s.tokens + inp.tokens.len());
             seq_of_token.extend(std::iter::repeat_n(k, inp.tokens.len()));
-            if inp.want_logits {
+            if all_logits {
+                logit_tokens.extend(tokens.len() - inp.tokens.len()..tokens.len());
+            } else if inp.want_logits {
                 logit_tokens.push(tokens.len() - 1);
             }
             seqs.push(s);
@@ -187,4 +199,43 @@ impl Engine {
 
 fn unknown(id: SeqId) -> EngineError {
     EngineError::InvalidRequest(format!("unknown sequence {id}"))
+}
+
+/// Prefix sharing: the hooks the scheduler's prefix cache needs.
+impl Engine {
+    /// The KV blocks of a sequence, in position order.
+    pub fn sequence_blocks(&self, id: SeqId) -> Option<&[crate::kv::BlockId]> {
+        self.seqs.get(&id).map(|s| s.blocks.as_slice())
+    }
+
+    /// Mutable access to the KV pool, for the prefix cache's `retain`/`release` only.
+    pub fn kv_mut(&mut self) -> &mut KvPool {
+        &mut self.kv
+    }
+
+    /// Starts an empty sequence on already computed full blocks (a cached prefix): each block
+    /// gains a reference and the sequence holds `blocks.len() × block_tokens` tokens. The
+    /// blocks are never written again, since new tokens go to blocks after them.
+    pub fn adopt_prefix(&mut self, id: SeqId, blocks: &[crate::kv::BlockId]) -> Result<()> {
+        let bt = self.kv.block_tokens();
+        let ctx = self.model.config.context_tokens;
+        let s = self.seqs.get_mut(&id).ok_or_else(|| unknown(id))?;
+        if s.tokens != 0 {
+            return Err(EngineError::InvalidRequest(format!("sequence {id} is not empty: cannot adopt a prefix")));
+        }
+        if blocks.len() * bt > ctx {
+            return Err(EngineError::InvalidRequest(format!("a prefix of {} blocks exceeds the context", blocks.len())));
+        }
+        for &b in blocks {
+            if b as usize >= self.kv.total_blocks() || self.kv.refcount(b) == 0 {
+                return Err(EngineError::InvalidRequest(format!("block {b} is not a live KV block")));
+            }
+        }
+        for &b in blocks {
+            self.kv.retain(b);
+        }
+        s.blocks = blocks.to_vec();
+        s.tokens = blocks.len() * bt;
+        Ok(())
+    }
 }
