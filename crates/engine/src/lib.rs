@@ -3,6 +3,7 @@
 //!
 //! No HTTP and no async here: the server talks to the engine through channels from its own threads.
 
+pub mod bundle;
 pub mod chat_template;
 pub mod engine;
 pub mod error;
@@ -10,10 +11,12 @@ pub mod generation;
 pub mod gguf;
 pub mod kv;
 pub mod model;
+pub mod prefix_cache;
 pub mod quant;
 pub mod registry;
 pub mod safetensors_dir;
 pub mod sampler;
+pub mod scheduler;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};
