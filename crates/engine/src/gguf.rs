@@ -422,20 +422,24 @@ fn read_tensor_info(r: &mut Reader<'_>, alignment: usize) -> Result<TensorInfo> 
 
 /// Byte size of a tensor of `ty` and `dims`, refusing partial blocks and overflow.
 fn tensor_bytes(name: &str, ty: GgmlType, dims: &[usize]) -> Result<usize> {
-    let row = ty.row_bytes(dims[0]).ok_or_else(|| {
-        EngineError::invalid(format!(
-            "tensor {name}: row of {} elements is not a whole number of {} blocks of {}",
-            dims[0],
+    let overflow =
+        || EngineError::invalid(format!("tensor {name}: size of shape {dims:?} overflows"));
+    let Some((&cols, rest)) = dims.split_first() else {
+        return Err(EngineError::invalid(format!(
+            "tensor {name}: no dimensions"
+        )));
+    };
+    if cols % ty.block_elems() != 0 {
+        return Err(EngineError::invalid(format!(
+            "tensor {name}: row of {cols} elements is not a whole number of {} blocks of {}",
             ty.name(),
             ty.block_elems()
-        ))
-    })?;
-    dims[1..]
-        .iter()
+        )));
+    }
+    let row = ty.row_bytes(cols).ok_or_else(overflow)?;
+    rest.iter()
         .try_fold(row, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| {
-            EngineError::invalid(format!("tensor {name}: size of shape {dims:?} overflows"))
-        })
+        .ok_or_else(overflow)
 }
 
 /// Checks that every tensor lies inside the data section and that no two overlap.
@@ -572,8 +576,13 @@ pub fn write_gguf<W: Write>(
     let mut offset = 0usize;
     let mut offsets = Vec::with_capacity(tensors.len());
     for (name, ty, dims, data) in tensors {
+        if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
+            return Err(invalid_input(format!(
+                "tensor {name}: shape {dims:?} is not 1 to 4 positive dimensions"
+            )));
+        }
         let expected = tensor_bytes(name, *ty, dims).map_err(|e| invalid_input(e.to_string()))?;
-        if dims.is_empty() || dims.len() > MAX_DIMS || expected != data.len() {
+        if expected != data.len() {
             return Err(invalid_input(format!(
                 "tensor {name}: shape {dims:?} of {} needs {expected} bytes, got {}",
                 ty.name(),
