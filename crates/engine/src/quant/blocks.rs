@@ -367,5 +367,7 @@ pub(crate) fn quantize_q8k_block(x: &[f32], b: &mut [u8]) {
     }
 }
 
+// Layout tests read best as index arithmetic.
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 pub(crate) mod tests;

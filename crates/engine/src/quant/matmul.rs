@@ -99,8 +99,9 @@ pub(crate) fn matmul_with(
     // SAFETY (both closures): each task writes only y[t*rows + r] for its own rows r, so writes
     // from different tasks never overlap, and `pool.run` returns only after all tasks end.
     let store = |t: usize, r: usize, v: f32| unsafe { *y_ptr.get().add(t * w.rows + r) = v };
-    if is_integer(w.ty) && w.cols % GROUP == 0 {
-        let acts = QuantizedActs::new(x, w.cols);
+    // Integer types have blocks of 32 or 256, so `cols` (whole blocks) is a multiple of GROUP.
+    if is_integer(w.ty) {
+        let acts = QuantizedActs::new(x);
         let with_offset = has_offset(w.ty);
         pool.run(n_tasks, &|task| {
             DECODED.with_borrow_mut(|decoded| {

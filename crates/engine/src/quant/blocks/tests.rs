@@ -1,8 +1,6 @@
 //! Tests of the block formats: hand-packed blocks decode to known values, quantizers round-trip
 //! within ggml-like error, bad input is an error, and real GGUF tensors match gguf-py.
 
-#![allow(clippy::needless_range_loop)] // Layout tests read best as index arithmetic.
-
 use super::*;
 
 /// Deterministic pseudo-random numbers (xorshift) so failures reproduce.
