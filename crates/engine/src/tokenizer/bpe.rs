@@ -1,8 +1,8 @@
 //! Byte-level BPE (GPT-2 family: Qwen2, Llama 3): split text into words with the model's
 //! pre-tokenizer regex, map each byte to a printable character, then apply the ranked merges.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
 use fancy_regex::Regex;
@@ -29,7 +29,8 @@ pub(crate) fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for (b, slot) in table.iter_mut().enumerate() {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let cp = if printable {
             b as u32
         } else {
@@ -50,7 +51,8 @@ pub(crate) fn char_to_byte(c: char) -> Option<u8> {
             // The 68 unprintable bytes in ascending order.
             let mut k = cp - 256;
             for b in 0u32..=255 {
-                let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+                let printable =
+                    (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
                 if !printable {
                     if k == 0 {
                         return Some(b as u8);
@@ -95,13 +97,24 @@ impl BytePairEncoder {
     pub fn new(vocab: &Vocab) -> Result<Self> {
         let (patterns, ignore_merges): (&[&str], bool) = match vocab.pre.as_str() {
             "qwen2" | "deepseek-r1-qwen" | "stablelm2" => (&[QWEN2_SPLIT], false),
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => (&[LLAMA3_SPLIT], true),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => {
+                (&[LLAMA3_SPLIT], true)
+            }
             "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" => (&[GPT2_SPLIT], false),
             "" | "default" => (
-                &[r"[\p{P}\$\+<=>\^~\|]+", GPT2_SPLIT, r"\p{N}+", "[0-9][0-9][0-9]"],
+                &[
+                    r"[\p{P}\$\+<=>\^~\|]+",
+                    GPT2_SPLIT,
+                    r"\p{N}+",
+                    "[0-9][0-9][0-9]",
+                ],
                 false,
             ),
-            other => return Err(EngineError::Unsupported(format!("BPE pre-tokenizer {other:?}"))),
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "BPE pre-tokenizer {other:?}"
+                )))
+            }
         };
         let splits = patterns
             .iter()
@@ -120,7 +133,13 @@ impl BytePairEncoder {
         let mut merges = HashMap::with_capacity(vocab.merges.len());
         for (rank, line) in vocab.merges.iter().enumerate() {
             // Split at the first space after the first byte, as the converters wrote it.
-            let Some(space) = line.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
+            let Some(space) = line
+                .as_bytes()
+                .iter()
+                .skip(1)
+                .position(|&b| b == b' ')
+                .map(|p| p + 1)
+            else {
                 continue;
             };
             let (left, right) = (&line[..space], &line[space + 1..]);
@@ -193,7 +212,10 @@ impl BytePairEncoder {
     }
 
     fn symbol_of(&self, vocab: &Vocab, s: &str) -> u32 {
-        vocab.id(s).or_else(|| self.extra_symbols.get(s).copied()).unwrap_or(NO_SYMBOL)
+        vocab
+            .id(s)
+            .or_else(|| self.extra_symbols.get(s).copied())
+            .unwrap_or(NO_SYMBOL)
     }
 
     /// Applies merges to one byte-mapped word, lowest rank first (leftmost on ties).
@@ -264,7 +286,11 @@ impl BytePairEncoder {
             } else {
                 // Not a token: llama.cpp emits whichever single bytes are tokens.
                 for b in word[s.start..s.end].bytes() {
-                    if let Some(id) = b.is_ascii().then(|| vocab.id(std::str::from_utf8(&[b]).unwrap_or(""))).flatten() {
+                    if let Some(id) = b
+                        .is_ascii()
+                        .then(|| vocab.id(std::str::from_utf8(&[b]).unwrap_or("")))
+                        .flatten()
+                    {
                         out.push(id);
                     }
                 }
@@ -293,7 +319,13 @@ mod tests {
     #[test]
     fn qwen2_split_matches_the_reference_regex_semantics() {
         let re = Regex::new(QWEN2_SPLIT).unwrap();
-        let words: Vec<&str> = re.find_iter("Hello world's 123  x\n\n  end  ").map(|m| m.unwrap().as_str()).collect();
-        assert_eq!(words, ["Hello", " world", "'s", " ", "1", "2", "3", " ", " x", "\n\n", " ", " end", "  "]);
+        let words: Vec<&str> = re
+            .find_iter("Hello world's 123  x\n\n  end  ")
+            .map(|m| m.unwrap().as_str())
+            .collect();
+        assert_eq!(
+            words,
+            ["Hello", " world", "'s", " ", "1", "2", "3", " ", " x", "\n\n", " ", " end", "  "]
+        );
     }
 }

@@ -27,7 +27,10 @@ pub(crate) struct HfTokenizer {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Whether a decoder (or any decoder in a sequence) has the given `type`.
@@ -35,7 +38,10 @@ fn has_component(node: &Json, ty: &str) -> bool {
     match node {
         Json::Object(map) => {
             map.get("type").and_then(Json::as_str) == Some(ty)
-                || map.get("decoders").and_then(Json::as_array).is_some_and(|d| d.iter().any(|x| has_component(x, ty)))
+                || map
+                    .get("decoders")
+                    .and_then(Json::as_array)
+                    .is_some_and(|d| d.iter().any(|x| has_component(x, ty)))
         }
         _ => false,
     }
@@ -43,14 +49,24 @@ fn has_component(node: &Json, ty: &str) -> bool {
 
 /// Whether decoding drops the space that encoding put in front of the text.
 fn strips_leading_space(decoder: &Json) -> bool {
-    let Json::Object(map) = decoder else { return false };
+    let Json::Object(map) = decoder else {
+        return false;
+    };
     match map.get("type").and_then(Json::as_str) {
         Some("Strip") => map.get("start").and_then(Json::as_u64).unwrap_or(0) > 0,
         Some("Metaspace") => {
-            map.get("add_prefix_space").and_then(Json::as_bool).unwrap_or(false)
-                || matches!(map.get("prepend_scheme").and_then(Json::as_str), Some("always" | "first"))
+            map.get("add_prefix_space")
+                .and_then(Json::as_bool)
+                .unwrap_or(false)
+                || matches!(
+                    map.get("prepend_scheme").and_then(Json::as_str),
+                    Some("always" | "first")
+                )
         }
-        Some("Sequence") => map.get("decoders").and_then(Json::as_array).is_some_and(|d| d.iter().any(strips_leading_space)),
+        Some("Sequence") => map
+            .get("decoders")
+            .and_then(Json::as_array)
+            .is_some_and(|d| d.iter().any(strips_leading_space)),
         _ => false,
     }
 }
@@ -83,7 +99,9 @@ fn config_template(config: &Json) -> Option<String> {
 /// Turns a `<0xXX>` byte-fallback token into its byte.
 fn fallback_byte(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
-    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok()).flatten()
+    (hex.len() == 2)
+        .then(|| u8::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 impl HfTokenizer {
@@ -97,13 +115,16 @@ impl HfTokenizer {
         let mut literal = parsing.clone();
         literal.set_encode_special_tokens(true);
         let config: Json = match config_json {
-            Some(p) => serde_json::from_slice(&read(p)?).map_err(|e| EngineError::Tokenizer(format!("{}: {e}", p.display())))?,
+            Some(p) => serde_json::from_slice(&read(p)?)
+                .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", p.display())))?,
             None => Json::Null,
         };
 
         let decoder = json.get("decoder").cloned().unwrap_or(Json::Null);
         let byte_level = has_component(&decoder, "ByteLevel")
-            || json.get("pre_tokenizer").is_some_and(|p| has_component(p, "ByteLevel"));
+            || json
+                .get("pre_tokenizer")
+                .is_some_and(|p| has_component(p, "ByteLevel"));
         let n = parsing.get_vocab_size(true);
         let added = parsing.get_added_tokens_decoder();
         let mut texts = Vec::with_capacity(n);
@@ -135,7 +156,11 @@ impl HfTokenizer {
         let lookup = |key: &str| config_token(&config, key).and_then(|t| parsing.token_to_id(&t));
         let bos = lookup("bos_token");
         let eos = lookup("eos_token");
-        let add_bos = config.get("add_bos_token").and_then(Json::as_bool).unwrap_or(false) && bos.is_some();
+        let add_bos = config
+            .get("add_bos_token")
+            .and_then(Json::as_bool)
+            .unwrap_or(false)
+            && bos.is_some();
         Ok(HfTokenizer {
             strip_leading_space: strips_leading_space(&decoder),
             chat_template: config_template(&config),
@@ -152,7 +177,11 @@ impl HfTokenizer {
 
     /// Ids of `text`, with or without matching special tokens in it; never adds BOS/EOS.
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
-        let tok = if parse_special { &self.parsing } else { &self.literal };
+        let tok = if parse_special {
+            &self.parsing
+        } else {
+            &self.literal
+        };
         match tok.encode(text, false) {
             Ok(enc) => enc.get_ids().to_vec(),
             Err(e) => {
@@ -188,6 +217,8 @@ mod tests {
             {"type": "Replace"}, {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]});
         assert!(strips_leading_space(&llama));
         assert!(has_component(&llama, "ByteFallback"));
-        assert!(!strips_leading_space(&serde_json::json!({"type": "ByteLevel"})));
+        assert!(!strips_leading_space(
+            &serde_json::json!({"type": "ByteLevel"})
+        ));
     }
 }

@@ -31,7 +31,11 @@ pub(crate) struct PieceTable {
 
 impl PieceTable {
     fn new<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, strip_leading_space: bool) -> Self {
-        let mut table = PieceTable { bytes: Vec::new(), offsets: vec![0], strip_leading_space };
+        let mut table = PieceTable {
+            bytes: Vec::new(),
+            offsets: vec![0],
+            strip_leading_space,
+        };
         for p in pieces {
             table.bytes.extend_from_slice(p);
             table.offsets.push(table.bytes.len());
@@ -60,12 +64,18 @@ impl PieceTable {
 }
 
 enum Algorithm {
-    BytePairs(bpe::BytePairEncoder),
-    SentencePiece(spm::ByteFallback),
+    BytePairs(Box<bpe::BytePairEncoder>),
+    SentencePiece(Box<spm::ByteFallback>),
+}
+
+struct GgufBackend {
+    vocab: Vocab,
+    algorithm: Algorithm,
+    specials: SpecialMatcher,
 }
 
 enum Backend {
-    Gguf { vocab: Vocab, algorithm: Algorithm, specials: SpecialMatcher },
+    Gguf(Box<GgufBackend>),
     HuggingFace(Box<hf::HfTokenizer>),
 }
 
@@ -82,7 +92,10 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).field("bos", &self.bos).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .finish()
     }
 }
 
@@ -121,17 +134,26 @@ impl Tokenizer {
     pub fn from_metadata(meta: &BTreeMap<String, Value>) -> Result<Self> {
         let vocab = Vocab::from_metadata(meta)?;
         let algorithm = match vocab.kind {
-            VocabKind::BytePairs => Algorithm::BytePairs(bpe::BytePairEncoder::new(&vocab)?),
-            VocabKind::SentencePiece => Algorithm::SentencePiece(spm::ByteFallback::new(&vocab)),
+            VocabKind::BytePairs => {
+                Algorithm::BytePairs(Box::new(bpe::BytePairEncoder::new(&vocab)?))
+            }
+            VocabKind::SentencePiece => {
+                Algorithm::SentencePiece(Box::new(spm::ByteFallback::new(&vocab)))
+            }
         };
         let specials = SpecialMatcher::new(vocab.specials_by_length.iter().map(|&id| {
             let always = vocab.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0;
             (id, vocab.texts[id as usize].as_str(), always)
         }));
-        let pieces: Vec<Vec<u8>> = (0..vocab.texts.len()).map(|id| gguf_piece(&vocab, id)).collect();
+        let pieces: Vec<Vec<u8>> = (0..vocab.texts.len())
+            .map(|id| gguf_piece(&vocab, id))
+            .collect();
         let pieces = PieceTable::new(pieces.iter().map(Vec::as_slice), vocab.add_space_prefix);
         let special = vocab.attrs.iter().map(|a| a & attr::CONTROL != 0).collect();
-        let chat_template = meta.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+        let chat_template = meta
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(Tokenizer {
             pieces: Arc::new(pieces),
             special,
@@ -139,7 +161,11 @@ impl Tokenizer {
             add_bos: vocab.add_bos,
             eos_ids: vocab.end_of_generation.clone(),
             chat_template,
-            backend: Backend::Gguf { vocab, algorithm, specials },
+            backend: Backend::Gguf(Box::new(GgufBackend {
+                vocab,
+                algorithm,
+                specials,
+            })),
         })
     }
 
@@ -148,8 +174,10 @@ impl Tokenizer {
     pub fn from_file(tokenizer_json: &Path, tokenizer_config_json: Option<&Path>) -> Result<Self> {
         let hf = hf::HfTokenizer::load(tokenizer_json, tokenizer_config_json)?;
         let pieces = PieceTable::new(hf.pieces.iter().map(Vec::as_slice), hf.strip_leading_space);
-        let mut eos_ids: Vec<u32> =
-            vocab::END_OF_GENERATION_TEXTS.iter().filter_map(|t| hf.parsing.token_to_id(t)).collect();
+        let mut eos_ids: Vec<u32> = vocab::END_OF_GENERATION_TEXTS
+            .iter()
+            .filter_map(|t| hf.parsing.token_to_id(t))
+            .collect();
         eos_ids.extend(hf.eos);
         eos_ids.sort_unstable();
         eos_ids.dedup();
@@ -169,7 +197,12 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
         match &self.backend {
             Backend::HuggingFace(hf) => hf.encode(text, parse_special),
-            Backend::Gguf { vocab, algorithm, specials } => {
+            Backend::Gguf(g) => {
+                let GgufBackend {
+                    vocab,
+                    algorithm,
+                    specials,
+                } = &**g;
                 let mut out = Vec::with_capacity(text.len() / 3 + 1);
                 let mut after_special = true;
                 for fragment in specials.split(text, parse_special) {
@@ -187,7 +220,12 @@ impl Tokenizer {
                                         s.push(' ');
                                     }
                                     s.push_str(t);
-                                    spm::encode(vocab, bytes, &s.replace(' ', spm::SPACE_MARK), &mut out);
+                                    spm::encode(
+                                        vocab,
+                                        bytes,
+                                        &s.replace(' ', spm::SPACE_MARK),
+                                        &mut out,
+                                    );
                                 }
                             }
                             after_special = false;
@@ -203,14 +241,22 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
-            bytes.extend_from_slice(if i == 0 { self.pieces.get_first(id) } else { self.pieces.get(id) });
+            bytes.extend_from_slice(if i == 0 {
+                self.pieces.get_first(id)
+            } else {
+                self.pieces.get(id)
+            });
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The text of `ids` without control tokens (BOS, end-of-turn markers, ...).
     pub fn decode_skipping_special(&self, ids: &[u32]) -> String {
-        let kept: Vec<u32> = ids.iter().copied().filter(|&id| !self.is_special(id)).collect();
+        let kept: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| !self.is_special(id))
+            .collect();
         self.decode(&kept)
     }
 
@@ -222,7 +268,7 @@ impl Tokenizer {
     /// The token's text as written in the vocabulary (`Ġthe`, `▁the`, `<0x0A>`).
     pub fn token_text(&self, id: u32) -> Option<&str> {
         match &self.backend {
-            Backend::Gguf { vocab, .. } => vocab.texts.get(id as usize).map(String::as_str),
+            Backend::Gguf(g) => g.vocab.texts.get(id as usize).map(String::as_str),
             Backend::HuggingFace(hf) => hf.texts.get(id as usize).map(String::as_str),
         }
     }
@@ -250,7 +296,7 @@ impl Tokenizer {
     /// The id of an exact vocabulary text (`"<|im_end|>"`).
     pub fn token_to_id(&self, s: &str) -> Option<u32> {
         match &self.backend {
-            Backend::Gguf { vocab, .. } => vocab.id(s),
+            Backend::Gguf(g) => g.vocab.id(s),
             Backend::HuggingFace(hf) => hf.parsing.token_to_id(s),
         }
     }

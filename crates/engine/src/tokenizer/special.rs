@@ -39,7 +39,12 @@ impl SpecialMatcher {
     /// `specials` in priority order (longest text first) with their text and whether they are
     /// matched when `parse_special` is false.
     pub fn new<'a>(specials: impl IntoIterator<Item = (u32, &'a str, bool)>) -> Self {
-        let mut m = SpecialMatcher { nodes: vec![Node::default()], ids: Vec::new(), lens: Vec::new(), always: Vec::new() };
+        let mut m = SpecialMatcher {
+            nodes: vec![Node::default()],
+            ids: Vec::new(),
+            lens: Vec::new(),
+            always: Vec::new(),
+        };
         for (id, text, always) in specials {
             if text.is_empty() {
                 continue;
@@ -84,14 +89,21 @@ impl SpecialMatcher {
             }
         }
         if hits.is_empty() {
-            return if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
+            return if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![Fragment::Text(text)]
+            };
         }
         hits.sort_unstable();
         // Accepted intervals: start -> (end, rank).
         let mut accepted: BTreeMap<usize, (usize, u32)> = BTreeMap::new();
         for (rank, start) in hits {
             let end = start + self.lens[rank as usize];
-            let overlaps_before = accepted.range(..=start).next_back().is_some_and(|(_, &(e, _))| e > start);
+            let overlaps_before = accepted
+                .range(..=start)
+                .next_back()
+                .is_some_and(|(_, &(e, _))| e > start);
             let overlaps_after = accepted.range(start..end).next().is_some();
             if !overlaps_before && !overlaps_after {
                 accepted.insert(start, (end, rank));
@@ -119,7 +131,12 @@ mod tests {
 
     fn matcher() -> SpecialMatcher {
         // Longest first, as the vocabulary orders them.
-        SpecialMatcher::new([(10, "<|im_start|>", false), (11, "<|im_end|>", false), (20, "\n\n", true), (21, "\n", true)])
+        SpecialMatcher::new([
+            (10, "<|im_start|>", false),
+            (11, "<|im_end|>", false),
+            (20, "\n\n", true),
+            (21, "\n", true),
+        ])
     }
 
     #[test]
@@ -128,11 +145,21 @@ mod tests {
         let text = "<|im_start|>user\nhi<|im_end|>";
         assert_eq!(
             m.split(text, true),
-            vec![Fragment::Token(10), Fragment::Text("user"), Fragment::Token(21), Fragment::Text("hi"), Fragment::Token(11)]
+            vec![
+                Fragment::Token(10),
+                Fragment::Text("user"),
+                Fragment::Token(21),
+                Fragment::Text("hi"),
+                Fragment::Token(11)
+            ]
         );
         assert_eq!(
             m.split(text, false),
-            vec![Fragment::Text("<|im_start|>user"), Fragment::Token(21), Fragment::Text("hi<|im_end|>")]
+            vec![
+                Fragment::Text("<|im_start|>user"),
+                Fragment::Token(21),
+                Fragment::Text("hi<|im_end|>")
+            ]
         );
     }
 
@@ -141,7 +168,12 @@ mod tests {
         let m = matcher();
         assert_eq!(
             m.split("a\n\n\nb", false),
-            vec![Fragment::Text("a"), Fragment::Token(20), Fragment::Token(21), Fragment::Text("b")]
+            vec![
+                Fragment::Text("a"),
+                Fragment::Token(20),
+                Fragment::Token(21),
+                Fragment::Text("b")
+            ]
         );
         assert_eq!(m.split("", true), vec![]);
         assert_eq!(m.split("plain", true), vec![Fragment::Text("plain")]);
@@ -150,6 +182,9 @@ mod tests {
     #[test]
     fn a_split_never_cuts_a_multibyte_char() {
         let m = SpecialMatcher::new([(1, "é", true)]);
-        assert_eq!(m.split("aéb", false), vec![Fragment::Text("a"), Fragment::Token(1), Fragment::Text("b")]);
+        assert_eq!(
+            m.split("aéb", false),
+            vec![Fragment::Text("a"), Fragment::Token(1), Fragment::Text("b")]
+        );
     }
 }

@@ -65,7 +65,9 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     /// Higher score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then(other.left.cmp(&self.left))
     }
 }
 
@@ -74,7 +76,12 @@ pub(crate) fn encode(vocab: &Vocab, bytes: &ByteFallback, text: &str, out: &mut 
     let mut pieces: Vec<Piece> = text
         .char_indices()
         .enumerate()
-        .map(|(i, (start, c))| Piece { start, len: c.len_utf8(), prev: i.wrapping_sub(1), next: i + 1 })
+        .map(|(i, (start, c))| Piece {
+            start,
+            len: c.len_utf8(),
+            prev: i.wrapping_sub(1),
+            next: i + 1,
+        })
         .collect();
     let n = pieces.len();
     let mut queue = BinaryHeap::new();
@@ -86,7 +93,12 @@ pub(crate) fn encode(vocab: &Vocab, bytes: &ByteFallback, text: &str, out: &mut 
         let len = pieces[left].len + pieces[right].len;
         let joined = &text[pieces[left].start..pieces[left].start + len];
         if let Some(id) = vocab.id(joined) {
-            queue.push(Candidate { score: vocab.scores[id as usize], left, right, len });
+            queue.push(Candidate {
+                score: vocab.scores[id as usize],
+                left,
+                right,
+                len,
+            });
         }
     };
     for i in 0..n.saturating_sub(1) {
@@ -128,24 +140,52 @@ mod tests {
     fn vocab(tokens: &[(&str, f32, i32)]) -> Vocab {
         let mut meta = BTreeMap::new();
         meta.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
-        let mut all: Vec<(String, f32, i32)> = vec![("<unk>".into(), 0.0, 2), ("<s>".into(), 0.0, 3), ("</s>".into(), 0.0, 3)];
+        let mut all: Vec<(String, f32, i32)> = vec![
+            ("<unk>".into(), 0.0, 2),
+            ("<s>".into(), 0.0, 3),
+            ("</s>".into(), 0.0, 3),
+        ];
         all.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, 6)));
         all.extend(tokens.iter().map(|&(t, s, k)| (t.to_string(), s, k)));
-        meta.insert("tokenizer.ggml.tokens".into(), Value::Array(all.iter().map(|t| Value::String(t.0.clone())).collect()));
-        meta.insert("tokenizer.ggml.scores".into(), Value::Array(all.iter().map(|t| Value::F32(t.1)).collect()));
-        meta.insert("tokenizer.ggml.token_type".into(), Value::Array(all.iter().map(|t| Value::I32(t.2)).collect()));
+        meta.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(all.iter().map(|t| Value::String(t.0.clone())).collect()),
+        );
+        meta.insert(
+            "tokenizer.ggml.scores".into(),
+            Value::Array(all.iter().map(|t| Value::F32(t.1)).collect()),
+        );
+        meta.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(all.iter().map(|t| Value::I32(t.2)).collect()),
+        );
         Vocab::from_metadata(&meta).unwrap()
     }
 
     fn ids(v: &Vocab, text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        encode(v, &ByteFallback::new(v), &text.replace(' ', SPACE_MARK), &mut out);
-        out.into_iter().map(|id| v.texts[id as usize].clone()).collect()
+        encode(
+            v,
+            &ByteFallback::new(v),
+            &text.replace(' ', SPACE_MARK),
+            &mut out,
+        );
+        out.into_iter()
+            .map(|id| v.texts[id as usize].clone())
+            .collect()
     }
 
     #[test]
     fn highest_score_merges_first() {
-        let v = vocab(&[("▁", -1.0, 1), ("a", -1.0, 1), ("b", -1.0, 1), ("c", -1.0, 1), ("ab", -2.0, 1), ("bc", -0.5, 1), ("▁a", -3.0, 1)]);
+        let v = vocab(&[
+            ("▁", -1.0, 1),
+            ("a", -1.0, 1),
+            ("b", -1.0, 1),
+            ("c", -1.0, 1),
+            ("ab", -2.0, 1),
+            ("bc", -0.5, 1),
+            ("▁a", -3.0, 1),
+        ]);
         // "bc" outscores "ab", so "abc" is a|bc; "▁a" then merges because nothing better remains.
         assert_eq!(ids(&v, "abc"), ["a", "bc"]);
         assert_eq!(ids(&v, " abc"), ["▁a", "bc"]);

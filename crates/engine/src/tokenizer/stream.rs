@@ -19,12 +19,20 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder for ids from `tokenizer`, at the start of a text.
     pub fn new(tokenizer: &Tokenizer) -> Self {
-        StreamDecoder { pieces: tokenizer.piece_table(), pending: Vec::with_capacity(8), first: true }
+        StreamDecoder {
+            pieces: tokenizer.piece_table(),
+            pending: Vec::with_capacity(8),
+            first: true,
+        }
     }
 
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
-        let piece = if self.first { self.pieces.get_first(id) } else { self.pieces.get(id) };
+        let piece = if self.first {
+            self.pieces.get_first(id)
+        } else {
+            self.pieces.get(id)
+        };
         self.first = false;
         self.pending.extend_from_slice(piece);
         self.take_complete()

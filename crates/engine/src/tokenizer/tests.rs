@@ -24,34 +24,75 @@ fn tiny_bpe() -> Tokenizer {
         types.push(Value::I32(ty));
     }
     let mut meta = BTreeMap::new();
-    meta.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
-    meta.insert("tokenizer.ggml.pre".to_string(), Value::String("qwen2".into()));
+    meta.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("gpt2".into()),
+    );
+    meta.insert(
+        "tokenizer.ggml.pre".to_string(),
+        Value::String("qwen2".into()),
+    );
     meta.insert("tokenizer.ggml.tokens".to_string(), strings(&tokens));
     meta.insert("tokenizer.ggml.token_type".to_string(), Value::Array(types));
-    meta.insert("tokenizer.ggml.merges".to_string(), strings(&merges.map(String::from)));
-    meta.insert("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false));
+    meta.insert(
+        "tokenizer.ggml.merges".to_string(),
+        strings(&merges.map(String::from)),
+    );
+    meta.insert(
+        "tokenizer.ggml.add_bos_token".to_string(),
+        Value::Bool(false),
+    );
     Tokenizer::from_metadata(&meta).unwrap()
 }
 
 /// A SentencePiece vocabulary with byte fallback.
 fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
-    let mut tokens: Vec<(String, f32, i32)> =
-        vec![("<unk>".into(), 0.0, 2), ("<s>".into(), 0.0, 3), ("</s>".into(), 0.0, 3), ("<end_of_turn>".into(), 0.0, 3)];
+    let mut tokens: Vec<(String, f32, i32)> = vec![
+        ("<unk>".into(), 0.0, 2),
+        ("<s>".into(), 0.0, 3),
+        ("</s>".into(), 0.0, 3),
+        ("<end_of_turn>".into(), 0.0, 3),
+    ];
     tokens.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, 6)));
-    for (t, s) in [("▁", -1.0), ("H", -2.0), ("i", -2.0), ("▁H", -1.5), ("Hi", -1.0), ("▁Hi", -0.5), ("!", -3.0)] {
+    for (t, s) in [
+        ("▁", -1.0),
+        ("H", -2.0),
+        ("i", -2.0),
+        ("▁H", -1.5),
+        ("Hi", -1.0),
+        ("▁Hi", -0.5),
+        ("!", -3.0),
+    ] {
         tokens.push((t.into(), s, 1));
     }
     let mut meta = BTreeMap::new();
-    meta.insert("tokenizer.ggml.model".to_string(), Value::String("llama".into()));
-    meta.insert("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.iter().map(|t| Value::String(t.0.clone())).collect()));
-    meta.insert("tokenizer.ggml.scores".to_string(), Value::Array(tokens.iter().map(|t| Value::F32(t.1)).collect()));
-    meta.insert("tokenizer.ggml.token_type".to_string(), Value::Array(tokens.iter().map(|t| Value::I32(t.2)).collect()));
-    meta.insert("tokenizer.ggml.add_space_prefix".to_string(), Value::Bool(add_space_prefix));
+    meta.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("llama".into()),
+    );
+    meta.insert(
+        "tokenizer.ggml.tokens".to_string(),
+        Value::Array(tokens.iter().map(|t| Value::String(t.0.clone())).collect()),
+    );
+    meta.insert(
+        "tokenizer.ggml.scores".to_string(),
+        Value::Array(tokens.iter().map(|t| Value::F32(t.1)).collect()),
+    );
+    meta.insert(
+        "tokenizer.ggml.token_type".to_string(),
+        Value::Array(tokens.iter().map(|t| Value::I32(t.2)).collect()),
+    );
+    meta.insert(
+        "tokenizer.ggml.add_space_prefix".to_string(),
+        Value::Bool(add_space_prefix),
+    );
     Tokenizer::from_metadata(&meta).unwrap()
 }
 
 fn texts(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
-    ids.iter().map(|&id| tok.token_text(id).unwrap().to_string()).collect()
+    ids.iter()
+        .map(|&id| tok.token_text(id).unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -73,7 +114,10 @@ fn bpe_special_tokens_need_parse_special_but_user_defined_do_not() {
     assert_eq!(parsed[0], start);
     assert_eq!(parsed[parsed.len() - 2..], [call, end]);
     let literal = tok.encode(text, false);
-    assert!(!literal.contains(&start) && !literal.contains(&end), "{literal:?}");
+    assert!(
+        !literal.contains(&start) && !literal.contains(&end),
+        "{literal:?}"
+    );
     assert!(literal.contains(&call));
     assert_eq!(tok.decode(&literal), text);
     assert!(tok.is_special(start) && !tok.is_special(call));
@@ -144,12 +188,27 @@ fn stream_replaces_bytes_that_never_complete() {
 fn bad_metadata_is_an_error_not_a_panic() {
     let mut meta = BTreeMap::new();
     assert!(Tokenizer::from_metadata(&meta).is_err());
-    meta.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
+    meta.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("gpt2".into()),
+    );
     meta.insert("tokenizer.ggml.tokens".to_string(), strings(&["a".into()]));
-    assert!(Tokenizer::from_metadata(&meta).is_err(), "BPE without merges");
-    meta.insert("tokenizer.ggml.model".to_string(), Value::String("bert-ish".into()));
+    assert!(
+        Tokenizer::from_metadata(&meta).is_err(),
+        "BPE without merges"
+    );
+    meta.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("bert-ish".into()),
+    );
     assert!(Tokenizer::from_metadata(&meta).is_err());
-    meta.insert("tokenizer.ggml.model".to_string(), Value::String("llama".into()));
+    meta.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("llama".into()),
+    );
     meta.insert("tokenizer.ggml.scores".to_string(), Value::Array(vec![]));
-    assert!(Tokenizer::from_metadata(&meta).is_err(), "fewer scores than tokens");
+    assert!(
+        Tokenizer::from_metadata(&meta).is_err(),
+        "fewer scores than tokens"
+    );
 }

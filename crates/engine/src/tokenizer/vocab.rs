@@ -61,20 +61,61 @@ const FIM_TEXTS: &[(&str, bool, &[&str])] = &[
     (
         "tokenizer.ggml.fim_pre_token_id",
         false,
-        &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"],
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<｜fim▁begin｜>",
+            "<PRE>",
+            "▁<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
     ),
     (
         "tokenizer.ggml.fim_suf_token_id",
         false,
-        &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"],
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<｜fim▁hole｜>",
+            "<SUF>",
+            "▁<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
     ),
     (
         "tokenizer.ggml.fim_mid_token_id",
         false,
-        &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"],
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<｜fim▁end｜>",
+            "<MID>",
+            "▁<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
     ),
-    ("tokenizer.ggml.fim_pad_token_id", true, &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
-    ("tokenizer.ggml.fim_rep_token_id", true, &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
+    (
+        "tokenizer.ggml.fim_pad_token_id",
+        true,
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
+    (
+        "tokenizer.ggml.fim_rep_token_id",
+        true,
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+    ),
     ("tokenizer.ggml.fim_sep_token_id", true, &["<|file_sep|>"]),
 ];
 
@@ -109,13 +150,18 @@ pub(crate) struct Vocab {
 }
 
 fn string_array<'a>(meta: &'a BTreeMap<String, Value>, key: &str) -> Result<Option<Vec<&'a str>>> {
-    let Some(value) = meta.get(key) else { return Ok(None) };
+    let Some(value) = meta.get(key) else {
+        return Ok(None);
+    };
     let items = value
         .as_array()
         .ok_or_else(|| EngineError::Tokenizer(format!("{key} is not an array")))?;
     items
         .iter()
-        .map(|v| v.as_str().ok_or_else(|| EngineError::Tokenizer(format!("{key} holds a non-string"))))
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| EngineError::Tokenizer(format!("{key} holds a non-string")))
+        })
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
@@ -141,9 +187,17 @@ impl Vocab {
         let kind = match model {
             "gpt2" => VocabKind::BytePairs,
             "llama" => VocabKind::SentencePiece,
-            other => return Err(EngineError::Unsupported(format!("tokenizer model {other:?}"))),
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "tokenizer model {other:?}"
+                )))
+            }
         };
-        let pre = meta.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("").to_string();
+        let pre = meta
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let tokens = string_array(meta, "tokenizer.ggml.tokens")?
             .ok_or_else(|| EngineError::Tokenizer("tokenizer.ggml.tokens missing".into()))?;
         let n = tokens.len();
@@ -152,10 +206,18 @@ impl Vocab {
         }
         let scores: Vec<f32> = match meta.get("tokenizer.ggml.scores").and_then(Value::as_array) {
             Some(v) if v.len() >= n => v[..n].iter().map(|s| s.as_f32().unwrap_or(0.0)).collect(),
-            Some(v) => return Err(EngineError::Tokenizer(format!("{} scores for {n} tokens", v.len()))),
+            Some(v) => {
+                return Err(EngineError::Tokenizer(format!(
+                    "{} scores for {n} tokens",
+                    v.len()
+                )))
+            }
             None => vec![0.0; n],
         };
-        let mut attrs: Vec<u8> = match meta.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+        let mut attrs: Vec<u8> = match meta
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+        {
             Some(v) if v.len() >= n => v[..n]
                 .iter()
                 .map(|t| match *t {
@@ -163,14 +225,23 @@ impl Vocab {
                     ref other => attr_from_type(other.as_u64().map_or(0, |x| x as i64)),
                 })
                 .collect(),
-            Some(v) => return Err(EngineError::Tokenizer(format!("{} token types for {n} tokens", v.len()))),
+            Some(v) => {
+                return Err(EngineError::Tokenizer(format!(
+                    "{} token types for {n} tokens",
+                    v.len()
+                )))
+            }
             None => vec![attr::NORMAL; n],
         };
         let mut texts = Vec::with_capacity(n);
         let mut token_to_id = HashMap::with_capacity(n);
         for (i, t) in tokens.iter().enumerate() {
             // llama.cpp renames empty tokens so that every text is a distinct key.
-            let text = if t.is_empty() { format!("[EMPTY_{i}]") } else { (*t).to_string() };
+            let text = if t.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                (*t).to_string()
+            };
             token_to_id.entry(text.clone()).or_insert(i as u32);
             texts.push(text);
         }
@@ -178,7 +249,9 @@ impl Vocab {
             .map(|m| m.into_iter().map(str::to_string).collect())
             .unwrap_or_default();
         if kind == VocabKind::BytePairs && merges.is_empty() {
-            return Err(EngineError::Tokenizer("byte-level BPE vocabulary without merges".into()));
+            return Err(EngineError::Tokenizer(
+                "byte-level BPE vocabulary without merges".into(),
+            ));
         }
 
         let in_range = |id: Option<u64>| id.filter(|&i| (i as usize) < n).map(|i| i as u32);
@@ -189,9 +262,13 @@ impl Vocab {
         let bos = in_range(id_key(meta, "tokenizer.ggml.bos_token_id").or(default_bos));
         let eos = in_range(id_key(meta, "tokenizer.ggml.eos_token_id").or(default_eos));
         let unk = in_range(id_key(meta, "tokenizer.ggml.unknown_token_id").or(default_unk));
-        let llama3_pre = matches!(pre.as_str(), "llama3" | "llama-v3" | "llama-bpe" | "falcon3");
+        let llama3_pre = matches!(
+            pre.as_str(),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3"
+        );
         let default_add_bos = kind == VocabKind::SentencePiece || llama3_pre;
-        let add_bos = bool_key(meta, "tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos) && bos.is_some();
+        let add_bos = bool_key(meta, "tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos)
+            && bos.is_some();
         let add_space_prefix = kind == VocabKind::SentencePiece
             && bool_key(meta, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
 
@@ -201,7 +278,10 @@ impl Vocab {
         for (key, ends, names) in FIM_TEXTS {
             let found = match in_range(id_key(meta, key)) {
                 Some(id) => vec![id],
-                None => names.iter().filter_map(|t| token_to_id.get(*t).copied()).collect(),
+                None => names
+                    .iter()
+                    .filter_map(|t| token_to_id.get(*t).copied())
+                    .collect(),
             };
             for id in found {
                 attrs[id as usize] |= attr::CONTROL;
@@ -226,9 +306,16 @@ impl Vocab {
         end_of_generation.dedup();
 
         let mut specials_by_length: Vec<u32> = (0..n as u32)
-            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
-        specials_by_length.sort_by(|&a, &b| texts[b as usize].len().cmp(&texts[a as usize].len()).then(a.cmp(&b)));
+        specials_by_length.sort_by(|&a, &b| {
+            texts[b as usize]
+                .len()
+                .cmp(&texts[a as usize].len())
+                .then(a.cmp(&b))
+        });
 
         Ok(Vocab {
             kind,
