@@ -45,7 +45,12 @@ fn fixture(name: &str) -> Option<Vec<Case>> {
         return None;
     };
     let json: serde_json::Value = serde_json::from_str(&raw).expect("fixture is JSON");
-    let cases = json.as_array().expect("fixture is a list");
+    // Either a bare list of cases or {"source": "<where the ids came from>", "cases": [...]}.
+    let cases = json
+        .get("cases")
+        .unwrap_or(&json)
+        .as_array()
+        .expect("fixture holds a list of cases");
     Some(
         cases
             .iter()
