@@ -69,12 +69,11 @@ fn build(
     out
 }
 
+/// Tensors as the writer takes them: name, type, dims, bytes.
+type Tensors = Vec<(String, GgmlType, Vec<usize>, Vec<u8>)>;
+
 /// A small valid model written by the crate's writer.
-fn valid_file() -> (
-    Vec<(String, Value)>,
-    Vec<(String, GgmlType, Vec<usize>, Vec<u8>)>,
-    Vec<u8>,
-) {
+fn valid_file() -> (Vec<(String, Value)>, Tensors, Vec<u8>) {
     let meta = vec![
         (
             "general.architecture".to_string(),
