@@ -1,1 +1,16 @@
-//! sprout's HTTP serving layer.
+//! sprout's HTTP serving layer: the OpenAI-compatible API over the engine's continuous-batching
+//! scheduler, with admission control, API keys, metrics and health endpoints.
+//!
+//! Handlers are async (axum on tokio); the engine runs on its own OS thread and talks to them
+//! only through channels ([`sprout_engine::scheduler`]).
+
+pub mod admission;
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod metrics;
+pub mod openai;
+
+pub use app::{run_blocking, start, LoadedModel, RunningServer};
+pub use config::ServerConfig;

@@ -1,0 +1,280 @@
+//! The axum application: routes, shared state, model loading in the background (so `/health`
+//! answers at once and `/ready` tells when the model is up), and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sprout_engine::bundle::PromptFormat;
+use sprout_engine::engine::Engine;
+use sprout_engine::scheduler::{Scheduler, SchedulerConfig, SchedulerHandle};
+use tokio::sync::{oneshot, watch};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::admission::Admission;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::openai::error::ApiError;
+use crate::openai::routes;
+
+/// What the model loader hands the server.
+pub struct LoadedModel {
+    /// Names the model answers to in requests; the first is listed by /v1/models.
+    pub names: Vec<String>,
+    pub prompt: PromptFormat,
+    pub engine: Engine,
+}
+
+/// A loaded model behind its scheduler.
+pub struct Serving {
+    pub models: Vec<String>,
+    pub prompt: PromptFormat,
+    pub scheduler: SchedulerHandle,
+    pub created: u64,
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub serving: Arc<OnceLock<Arc<Serving>>>,
+    pub admission: Arc<Admission>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router over `state`.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(routes::chat_completions))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/models", get(routes::models))
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_api_key,
+        ));
+    let mut app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .fallback(
+            |req: Request| async move { ApiError::RouteNotFound(req.uri().path().to_string()) },
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ));
+    if let Some(cors) = cors_layer(&state.config.cors_allow_origins) {
+        app = app.layer(cors);
+    }
+    app.with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(Any));
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(layer.allow_origin(AllowOrigin::list(list)))
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    match st.serving.get() {
+        Some(_) => Json(json!({"status": "ready"})).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let sched = st.serving.get().map(|s| s.scheduler.stats());
+    let body = st.metrics.render(sched, st.admission.in_flight());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let resp = next.run(req).await;
+    st.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+/// A server listening in this process.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    loaded: Option<oneshot::Receiver<Result<(), String>>>,
+    state: AppState,
+}
+
+impl RunningServer {
+    /// Waits for the model to load; its error if loading failed.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        match self.loaded.take() {
+            Some(rx) => rx
+                .await
+                .context("model loader vanished")?
+                .map_err(anyhow::Error::msg),
+            None => Ok(()),
+        }
+    }
+
+    /// Scheduler handle once the model is loaded (for tests and metrics).
+    pub fn scheduler(&self) -> Option<SchedulerHandle> {
+        self.state.serving.get().map(|s| s.scheduler.clone())
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to the grace period),
+    /// then stops the scheduler.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let grace = Duration::from_millis(self.state.config.shutdown_grace_ms);
+        let result = tokio::time::timeout(grace, self.task).await;
+        if let Some(s) = self.state.serving.get() {
+            s.scheduler.close();
+        }
+        match result {
+            Ok(joined) => Ok(joined.context("server task")??),
+            Err(_) => {
+                tracing::warn!("in-flight requests still running after the shutdown grace period");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds, starts serving, and loads the model in the background.
+pub async fn start(
+    config: ServerConfig,
+    scheduler: SchedulerConfig,
+    load: Box<dyn FnOnce() -> anyhow::Result<LoadedModel> + Send>,
+) -> anyhow::Result<RunningServer> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        admission: Admission::new(config.max_concurrent + config.max_queue),
+        config: Arc::new(config),
+        serving: Arc::new(OnceLock::new()),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    let serving = state.serving.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = load().and_then(|m| {
+            let detok = m.prompt.tokenizer.clone();
+            let (handle, _join) = Scheduler::spawn(m.engine, detok, scheduler)?;
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let _ = serving.set(Arc::new(Serving {
+                models: m.names,
+                prompt: m.prompt,
+                scheduler: handle,
+                created,
+            }));
+            Ok(())
+        });
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "model failed to load");
+        }
+        let _ = loaded_tx.send(result.map_err(|e| format!("{e:#}")));
+    });
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+        loaded: Some(loaded_rx),
+        state,
+    })
+}
+
+/// Runs the server until Ctrl-C or SIGTERM, on a runtime of its own.
+pub fn run_blocking(
+    config: ServerConfig,
+    scheduler: SchedulerConfig,
+    load: Box<dyn FnOnce() -> anyhow::Result<LoadedModel> + Send>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut server = start(config, scheduler, load).await?;
+        eprintln!(
+            "sprout listening on http://{} (loading the model)",
+            server.addr
+        );
+        if let Err(e) = server.wait_ready().await {
+            let _ = server.shutdown().await;
+            return Err(e);
+        }
+        eprintln!("sprout ready on http://{}", server.addr);
+        shutdown_signal().await;
+        eprintln!("shutting down: finishing in-flight requests");
+        server.shutdown().await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,1 @@
+//! `sprout bench serve`: a load tester for OpenAI-compatible servers.

@@ -1,0 +1,100 @@
+//! The server's configuration: one typed struct, read from a TOML file, then overridden by the
+//! command line (which also reads `SPROUT_*` environment variables and `.env`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Everything the HTTP layer needs to know, built once at startup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    pub port: u16,
+    /// Bearer key required on /v1 routes; None leaves them open.
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS ("*" for any); empty disables CORS headers.
+    pub cors_allow_origins: Vec<String>,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// Requests generating at once.
+    pub max_concurrent: usize,
+    /// Requests waiting beyond those; more are refused with 429.
+    pub max_queue: usize,
+    /// Per-request limit on generation time.
+    pub request_timeout_ms: u64,
+    /// max_tokens when a request gives none (clipped to the context).
+    pub default_max_tokens: usize,
+    /// Tokens fed to one engine step at most.
+    pub step_tokens: usize,
+    /// Share KV blocks of repeated prompt prefixes.
+    pub prefix_cache: bool,
+    /// Interval of SSE keep-alive comments while a stream waits.
+    pub sse_keepalive_ms: u64,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 9000,
+            api_key: None,
+            cors_allow_origins: Vec::new(),
+            body_limit_bytes: 4 << 20,
+            max_concurrent: 8,
+            max_queue: 64,
+            request_timeout_ms: 600_000,
+            default_max_tokens: 2048,
+            step_tokens: 256,
+            prefix_cache: true,
+            sse_keepalive_ms: 10_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+}
+
+impl ServerConfig {
+    /// Reads a TOML file (every key optional, unknown keys refused).
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_refuses_unknown_keys() {
+        let c: ServerConfig = toml::from_str("port = 8080\nmax_queue = 3").unwrap();
+        assert_eq!((c.port, c.max_queue, c.max_concurrent), (8080, 3, 8));
+        let e = toml::from_str::<ServerConfig>("prot = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prot"), "{e}");
+    }
+}
