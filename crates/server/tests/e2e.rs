@@ -1,0 +1,413 @@
+//! End-to-end: the real server on 127.0.0.1 with the real default model (env SPROUT_TEST_QWEN,
+//! default /work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf; skipped with a note when
+//! absent). One server serves every check in turn: the machine has few cores and the model
+//! loads once. Run single-threaded: `cargo test -p sprout-server --test e2e -- --test-threads 1`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sprout_engine::bundle::{LoadOptions, ModelBundle};
+use sprout_engine::engine::{Engine, EngineConfig};
+use sprout_engine::scheduler::SchedulerConfig;
+use sprout_server::{LoadedModel, ServerConfig};
+
+const KEY: &str = "test-key";
+const BODY_LIMIT: usize = 64 * 1024;
+
+fn model_path() -> Option<PathBuf> {
+    let p = std::env::var("SPROUT_TEST_QWEN")
+        .unwrap_or_else(|_| "/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf".into());
+    let p = PathBuf::from(p);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: model {} not found (set SPROUT_TEST_QWEN)",
+            p.display()
+        );
+        None
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+    }
+
+    async fn chat(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn raw(&self, body: &str) -> (u16, Value) {
+        let r = self
+            .post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+fn chat_body(content: &str, max_tokens: u32) -> Value {
+    json!({"model": "default", "messages": [{"role": "user", "content": content}],
+           "max_tokens": max_tokens, "temperature": 0})
+}
+
+/// Reads an SSE response to its end; returns the data payloads.
+async fn sse_events(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_openai_api_end_to_end() {
+    let Some(path) = model_path() else { return };
+    let config = ServerConfig {
+        port: 0,
+        api_key: Some(KEY.into()),
+        body_limit_bytes: BODY_LIMIT,
+        max_concurrent: 2,
+        max_queue: 2,
+        ..Default::default()
+    };
+    let sched = SchedulerConfig {
+        max_running_seqs: 2,
+        step_tokens: 128,
+        prefix_cache: true,
+    };
+    let load = Box::new(move || -> anyhow::Result<LoadedModel> {
+        let b = ModelBundle::open(&path, &LoadOptions::default())?;
+        let cfg = EngineConfig {
+            threads: 2,
+            kv_block_tokens: 16,
+            kv_capacity_tokens: 4096,
+        };
+        Ok(LoadedModel {
+            names: vec!["default".into()],
+            engine: Engine::new(b.model, &cfg),
+            prompt: b.prompt,
+        })
+    });
+    let mut server = sprout_server::start(config, sched, load).await.unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", server.addr),
+    };
+    let health = c
+        .http
+        .get(format!("{}/health", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    server.wait_ready().await.unwrap();
+    assert_eq!(
+        c.http
+            .get(format!("{}/ready", c.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Auth (RELIABILITY 20).
+    let r = c
+        .http
+        .post(format!("{}/v1/chat/completions", c.base))
+        .json(&chat_body("hi", 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .http
+        .get(format!("{}/v1/models", c.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
+    // Non-streaming and streaming give the same greedy answer.
+    let (status, full) = c.chat(chat_body("Write a haiku about the sea.", 8)).await;
+    assert_eq!(status, 200, "{full}");
+    let answer = full["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!answer.is_empty());
+    let usage = &full["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() <= 8);
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5);
+    let mut body = chat_body("Write a haiku about the sea.", 8);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = c
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = sse_events(resp).await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+        .collect::<String>();
+    assert_eq!(streamed, answer);
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(
+        usage_chunk["usage"]["completion_tokens"],
+        full["usage"]["completion_tokens"]
+    );
+    let fin = &chunks[chunks.len() - 2]["choices"][0]["finish_reason"];
+    assert_eq!(fin, &full["choices"][0]["finish_reason"]);
+
+    // Completions endpoint.
+    let r = c
+        .post("/v1/completions")
+        .json(&json!({"model": "default", "prompt": "def add(a, b):", "max_tokens": 4, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["choices"][0]["text"].is_string());
+
+    // Bad inputs (RELIABILITY 1-5, 8): exact statuses and OpenAI error objects.
+    let too_long = "word ".repeat(16_000);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("not JSON", "{nope".into(), 400, "invalid JSON"),
+        ("unknown field", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"bogus":1}"#.into(), 400, "bogus"),
+        ("wrong type", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.into(), 400, "temperature"),
+        ("NaN", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"top_p":NaN}"#.into(), 400, "invalid JSON"),
+        ("missing messages", r#"{"model":"default"}"#.into(), 400, "messages"),
+        ("max_tokens 0", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#.into(), 400, "max_tokens"),
+        ("temperature", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"temperature":7}"#.into(), 400, "temperature"),
+        ("top_k", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"top_k":-2}"#.into(), 400, "top_k"),
+        ("absurd max_tokens", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"max_tokens":99999999}"#.into(), 400, "context"),
+        ("n=2", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"n":2}"#.into(), 400, "n = 1"),
+        ("response_format", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#.into(), 400, "unsupported"),
+        ("empty messages", r#"{"model":"default","messages":[]}"#.into(), 400, "messages"),
+        ("lone surrogate", r#"{"model":"default","messages":[{"role":"user","content":"\ud800"}]}"#.into(), 400, "invalid JSON"),
+        ("unknown model", r#"{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#.into(), 404, "gpt-9"),
+        ("body too large", format!(r#"{{"model":"default","messages":[{{"role":"user","content":"{too_long}"}}]}}"#), 413, "limit"),
+    ];
+    for (name, body, status, needle) in cases {
+        let (got, v) = c.raw(&body).await;
+        assert_eq!(got, status, "{name}: {v}");
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error object: {v}"));
+        assert!(msg.contains(needle), "{name}: {msg:?} lacks {needle:?}");
+        assert!(
+            v["error"].get("type").is_some()
+                && v["error"].get("param").is_some()
+                && v["error"].get("code").is_some()
+        );
+    }
+    let code = c.raw(r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#).await.1;
+    assert_eq!(code["error"]["code"], "unsupported");
+    // Prompt longer than the KV budget: refused with the limits, not truncated (RELIABILITY 4).
+    let (status, v) = c.chat(chat_body(&"tree ".repeat(5000), 4)).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("4096"),
+        "{v}"
+    );
+    // Odd but valid inputs get clean answers (RELIABILITY 5, 8).
+    for content in ["", "   ", "\u{1}\u{7f} bell", &"😀".repeat(300)] {
+        let (status, v) = c.chat(chat_body(content, 2)).await;
+        assert_eq!(status, 200, "{content:?}: {v}");
+    }
+    let mut stops = chat_body("Count: 1, 2, 3, 4, 5, 6", 6);
+    stops["stop"] = json!([
+        "",
+        "ü",
+        "\n\n",
+        "a very long stop string that never appears in the output at all",
+        ","
+    ]);
+    let (status, v) = c.chat(stops).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains(','));
+
+    // The server keeps serving after all that.
+    let (status, again) = c.chat(chat_body("Write a haiku about the sea.", 8)).await;
+    assert_eq!(
+        (status, &again["choices"][0]["message"]["content"]),
+        (200, &full["choices"][0]["message"]["content"])
+    );
+
+    // Prefix cache: a repeated long system prompt is computed once.
+    let system = "You are a helpful assistant for a plant shop. ".repeat(12);
+    let with_system = |q: &str| {
+        json!({"model": "default", "max_tokens": 1, "temperature": 0, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": q}]})
+    };
+    let computed0 = c.metric("sprout_prompt_tokens_computed_total").await;
+    let (_, first) = c.chat(with_system("Which fern likes shade?")).await;
+    let computed1 = c.metric("sprout_prompt_tokens_computed_total").await;
+    let (_, second) = c.chat(with_system("Which cactus is easiest?")).await;
+    let computed2 = c.metric("sprout_prompt_tokens_computed_total").await;
+    let p1 = first["usage"]["prompt_tokens"].as_f64().unwrap();
+    let p2 = second["usage"]["prompt_tokens"].as_f64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        computed1 - computed0,
+        p1,
+        "first request computes its whole prompt"
+    );
+    assert!(
+        cached >= 64.0,
+        "the shared system prompt came from the cache: {second}"
+    );
+    assert_eq!(
+        computed2 - computed1,
+        p2 - cached,
+        "only the uncached tail was computed"
+    );
+    assert!(c.metric("sprout_prefix_cache_hit_blocks_total").await > 0.0);
+
+    // Disconnect mid-stream frees the sequence and its KV (RELIABILITY 10).
+    let cancelled0 = c.metric("sprout_sequences_cancelled_total").await;
+    let mut body = chat_body("Tell me a very long story.", 400);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let mut resp = c
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.chunk().await.unwrap();
+    let _ = resp.chunk().await.unwrap();
+    drop(resp);
+    wait_idle(&c).await;
+    assert_eq!(
+        c.metric("sprout_sequences_cancelled_total").await,
+        cancelled0 + 1.0
+    );
+
+    // A burst beyond max_concurrent + max_queue gets 429 with Retry-After (RELIABILITY 9).
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut body = chat_body(&format!("Story number {i}"), 300);
+        body["stream"] = json!(true);
+        body["ignore_eos"] = json!(true);
+        let resp = c
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    let r = c
+        .post("/v1/chat/completions")
+        .json(&chat_body("one more", 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    // The admitted ones are streaming.
+    let first = held[0].chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: "));
+    drop(held);
+    wait_idle(&c).await;
+    let (status, _) = c.chat(chat_body("still there?", 2)).await;
+    assert_eq!(status, 200);
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("sprout_requests_total{route=\"/v1/chat/completions\",status=\"429\"} 1"),
+        "{text}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Waits until no sequence runs and every used KV block is an idle prefix-cache block.
+async fn wait_idle(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = c.metric("sprout_running_sequences").await;
+        let queued = c.metric("sprout_queue_depth").await;
+        let used = c.metric("sprout_kv_blocks_used").await;
+        let cached = c.metric("sprout_kv_blocks_cached").await;
+        let in_flight = c.metric("sprout_requests_in_flight").await;
+        if running == 0.0 && queued == 0.0 && used == cached && in_flight == 0.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server not idle: running {running}, queued {queued}, used {used}, cached {cached}, in flight {in_flight}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
