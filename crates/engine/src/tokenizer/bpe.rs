@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use fancy_regex::Regex;
 
-use super::vocab::Vocab;
+use super::vocab::{TokenMap, Vocab};
 use crate::{EngineError, Result};
 
 /// Qwen2's split: contractions, letter runs with one leading non-letter, single digits,
@@ -75,9 +75,9 @@ const NO_SYMBOL: u32 = u32::MAX;
 pub(crate) struct BytePairEncoder {
     splits: Vec<Regex>,
     /// (left symbol, right symbol) → (rank, merged symbol).
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: TokenMap<(u32, u32), (u32, u32)>,
     /// Merge-result strings that are not vocabulary tokens.
-    extra_symbols: HashMap<String, u32>,
+    extra_symbols: TokenMap<String, u32>,
     ignore_merges: bool,
     byte_chars: [char; 256],
     cache: Mutex<HashMap<String, Vec<u32>>>,
@@ -122,15 +122,15 @@ impl BytePairEncoder {
             .collect::<Result<Vec<_>>>()?;
 
         let n_vocab = vocab.texts.len() as u32;
-        let mut extra_symbols: HashMap<String, u32> = HashMap::new();
-        let intern = |s: &str, extra: &mut HashMap<String, u32>| -> u32 {
+        let mut extra_symbols: TokenMap<String, u32> = TokenMap::default();
+        let intern = |s: &str, extra: &mut TokenMap<String, u32>| -> u32 {
             if let Some(id) = vocab.id(s) {
                 return id;
             }
             let next = n_vocab + extra.len() as u32;
             *extra.entry(s.to_string()).or_insert(next)
         };
-        let mut merges = HashMap::with_capacity(vocab.merges.len());
+        let mut merges = TokenMap::with_capacity_and_hasher(vocab.merges.len(), Default::default());
         for (rank, line) in vocab.merges.iter().enumerate() {
             // Split at the first space after the first byte, as the converters wrote it.
             let Some(space) = line

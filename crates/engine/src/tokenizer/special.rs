@@ -6,7 +6,9 @@
 //! position), rejecting any that overlaps an accepted one: the same result without rescanning
 //! the whole input once per special token.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::vocab::TokenMap;
 
 /// A piece of input: plain text for the tokenizer, or a special token already decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub(crate) enum Fragment<'a> {
 
 #[derive(Default, Debug)]
 struct Node {
-    children: HashMap<u8, u32>,
+    children: TokenMap<u8, u32>,
     /// Rank (position in the longest-first order) of the special token ending here.
     rank: Option<u32>,
 }

@@ -2,9 +2,57 @@
 //! special-token ids, and the text-based promotions llama.cpp applies so our ids match its ids.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::gguf::Value;
 use crate::{EngineError, Result};
+
+/// A fast multiplicative hasher for lookups in tables whose keys come from the model file
+/// (token texts, merge pairs): the hot path of tokenization. Tables keyed by user input keep
+/// the standard randomized hasher.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct TokenHasher(u64);
+
+impl TokenHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for TokenHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(
+                c.try_into().expect("chunks_exact yields 8 bytes"),
+            ));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(v.into());
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(v.into());
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map keyed by model-file data, with [`TokenHasher`].
+pub(crate) type TokenMap<K, V> = HashMap<K, V, BuildHasherDefault<TokenHasher>>;
 
 /// Token attribute bits (one token may carry several, e.g. user-defined promoted to control).
 pub(crate) mod attr {
@@ -135,7 +183,7 @@ pub(crate) struct Vocab {
     pub texts: Vec<String>,
     pub scores: Vec<f32>,
     pub attrs: Vec<u8>,
-    pub token_to_id: HashMap<String, u32>,
+    pub token_to_id: TokenMap<String, u32>,
     pub bos: Option<u32>,
     pub unk: Option<u32>,
     pub add_bos: bool,
@@ -234,7 +282,7 @@ impl Vocab {
             None => vec![attr::NORMAL; n],
         };
         let mut texts = Vec::with_capacity(n);
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = TokenMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in tokens.iter().enumerate() {
             // llama.cpp renames empty tokens so that every text is a distinct key.
             let text = if t.is_empty() {
