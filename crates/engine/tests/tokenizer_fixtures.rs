@@ -146,6 +146,7 @@ fn qwen_matches_llama_cpp() {
     assert!(!tok.encode("<|im_start|>", false).contains(&im_start));
     assert!(tok.eos_ids().contains(&im_end) && tok.eos_ids().contains(&151643));
     assert!(tok.is_special(im_end) && !tok.add_bos());
+    assert_eq!(tok.eos_id(), Some(im_end));
     assert_eq!(tok.vocab_size(), 151936);
     check_round_trips(&tok);
     check_fixture(&tok, "tokenize_qwen.json");

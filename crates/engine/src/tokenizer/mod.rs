@@ -86,6 +86,7 @@ pub struct Tokenizer {
     special: Vec<bool>,
     bos: Option<u32>,
     add_bos: bool,
+    eos: Option<u32>,
     eos_ids: Vec<u32>,
     chat_template: Option<String>,
 }
@@ -159,6 +160,7 @@ impl Tokenizer {
             special,
             bos: vocab.bos,
             add_bos: vocab.add_bos,
+            eos: vocab.eos,
             eos_ids: vocab.end_of_generation.clone(),
             chat_template,
             backend: Backend::Gguf(Box::new(GgufBackend {
@@ -186,6 +188,7 @@ impl Tokenizer {
             special: hf.special.clone(),
             bos: hf.bos,
             add_bos: hf.add_bos,
+            eos: hf.eos,
             eos_ids,
             chat_template: hf.chat_template.clone(),
             backend: Backend::HuggingFace(Box::new(hf)),
@@ -286,6 +289,11 @@ impl Tokenizer {
     /// Whether prompts should start with [`Tokenizer::bos_id`].
     pub fn add_bos(&self) -> bool {
         self.add_bos
+    }
+
+    /// The model's own end-of-sequence token (what templates call `eos_token`), if any.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
     }
 
     /// Every id that ends a generation: EOS plus end-of-turn tokens (`<|im_end|>`, `<end_of_turn>`, ...).

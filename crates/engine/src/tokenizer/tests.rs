@@ -212,3 +212,42 @@ fn bad_metadata_is_an_error_not_a_panic() {
         "fewer scores than tokens"
     );
 }
+
+#[test]
+fn hugging_face_tokenizer_json_with_byte_level_bpe() {
+    let dir = std::env::temp_dir().join(format!("sprout-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokenizer_json = dir.join("tokenizer.json");
+    let config_json = dir.join("tokenizer_config.json");
+    let byte_level = r#"{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}"#;
+    let json = format!(
+        r#"{{"version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{{"id": 5, "content": "<|end|>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}}],
+        "normalizer": null, "pre_tokenizer": {byte_level}, "post_processor": null, "decoder": {byte_level},
+        "model": {{"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "vocab": {{"h": 0, "i": 1, "hi": 2, "Ġ": 3, "Ġhi": 4}}, "merges": ["h i", "Ġ hi"]}}}}"#
+    );
+    std::fs::write(&tokenizer_json, json).unwrap();
+    std::fs::write(
+        &config_json,
+        r#"{"eos_token": {"content": "<|end|>"}, "chat_template": "{{ messages }}"}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::from_file(&tokenizer_json, Some(&config_json)).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+
+    assert_eq!(tok.encode("hi hi", false), [2, 4]);
+    assert_eq!(tok.encode("hi<|end|>", true), [2, 5]);
+    assert!(!tok.encode("hi<|end|>", false).contains(&5));
+    assert_eq!(tok.token_bytes(4), b" hi");
+    assert_eq!(tok.decode(&[2, 4, 5]), "hi hi<|end|>");
+    assert_eq!((tok.eos_id(), tok.eos_ids()), (Some(5), &[5][..]));
+    assert!(tok.is_special(5) && !tok.is_special(4));
+    assert_eq!(
+        (tok.bos_id(), tok.add_bos(), tok.vocab_size()),
+        (None, false, 6)
+    );
+    assert_eq!(tok.chat_template(), Some("{{ messages }}"));
+}
