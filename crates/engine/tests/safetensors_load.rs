@@ -11,6 +11,7 @@ use safetensors::Dtype;
 use sprout_engine::gguf::Value;
 use sprout_engine::model::load::load_source;
 use sprout_engine::model::source::ModelSource;
+use sprout_engine::model::Model;
 use sprout_engine::quant::blocks::dequantize_row;
 use sprout_engine::quant::GgmlType;
 
@@ -323,6 +324,9 @@ fn llama_directory_loads_with_gguf_names_and_permuted_qk() {
     let dir = write_llama_dir(false);
     let src = load_source(&dir, None, None).unwrap();
     check_llama(&src);
+    // The model code accepts the translated source as it is.
+    let model = Model::load(&src).unwrap();
+    assert_eq!((model.config.n_layers, model.config.vocab_size), (2, VOCAB));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -459,6 +463,11 @@ fn gemma3_directory_gets_plus_one_norms_and_its_keys() {
         assert_eq!(src.tensor(name).unwrap().ty, GgmlType::F32, "{name}");
         assert_eq!(f32s(&src, name), plus_one(seed, len), "{name}");
     }
+    let model = Model::load(&src).unwrap();
+    assert_eq!(
+        (model.config.head_dim, model.config.sliding_pattern),
+        (HEAD_DIM, 2)
+    );
     // Gemma uses NeoX RoPE: q rows stay in Hugging Face order.
     assert_eq!(
         f32s(&src, "blk.0.attn_q.weight"),
