@@ -274,6 +274,14 @@ pub fn markdown(r: &Value) -> String {
     out
 }
 
+/// The runtime type the CLI drives the load tester on.
+pub type Runtime = tokio::runtime::Runtime;
+
+/// A runtime for the load tester (the CLI does not depend on tokio itself).
+pub fn runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

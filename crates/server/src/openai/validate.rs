@@ -99,7 +99,7 @@ pub fn validate(
     let model = raw
         .model
         .ok_or_else(|| invalid("model", "model is required"))?;
-    if !models.iter().any(|m| *m == model) {
+    if !models.contains(&model) {
         return Err(ApiError::ModelNotFound(model));
     }
     let prompt = match endpoint {
