@@ -36,13 +36,19 @@ pub struct BenchEngineArgs {
 fn stats(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
 /// Deterministic, varied token ids below `vocab` that avoid the lowest (often special) ids.
 fn bench_tokens(n: usize, salt: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + salt * 104_729) % (vocab - 1000) + 500) as u32).collect()
+    (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % (vocab - 1000) + 500) as u32)
+        .collect()
 }
 
 fn measure(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, f64)> {
@@ -55,7 +61,11 @@ fn prefill(engine: &mut Engine, n: usize, vocab: usize) -> Result<f64> {
     let toks = bench_tokens(n, 1, vocab);
     let seq = engine.add_sequence();
     let t = Instant::now();
-    let r = engine.step(&[StepInput { seq, tokens: &toks, want_logits: true }]);
+    let r = engine.step(&[StepInput {
+        seq,
+        tokens: &toks,
+        want_logits: true,
+    }]);
     let secs = t.elapsed().as_secs_f64();
     engine.remove_sequence(seq);
     r?;
@@ -68,15 +78,25 @@ fn decode(engine: &mut Engine, batch: usize, gen: usize, vocab: usize) -> Result
     let seqs: Vec<_> = (0..batch).map(|_| engine.add_sequence()).collect();
     let result = (|| {
         for (i, &seq) in seqs.iter().enumerate() {
-            engine.step(&[StepInput { seq, tokens: &bench_tokens(16, i + 2, vocab), want_logits: true }])?;
+            engine.step(&[StepInput {
+                seq,
+                tokens: &bench_tokens(16, i + 2, vocab),
+                want_logits: true,
+            }])?;
         }
-        let next: Vec<Vec<u32>> = (0..gen).map(|g| bench_tokens(batch, g + 100, vocab)).collect();
+        let next: Vec<Vec<u32>> = (0..gen)
+            .map(|g| bench_tokens(batch, g + 100, vocab))
+            .collect();
         let t = Instant::now();
         for step_tokens in &next {
             let inputs: Vec<_> = seqs
                 .iter()
                 .zip(step_tokens)
-                .map(|(&seq, tok)| StepInput { seq, tokens: std::slice::from_ref(tok), want_logits: true })
+                .map(|(&seq, tok)| StepInput {
+                    seq,
+                    tokens: std::slice::from_ref(tok),
+                    want_logits: true,
+                })
                 .collect();
             engine.step(&inputs)?;
         }
@@ -93,7 +113,9 @@ pub fn run(mut args: BenchEngineArgs) -> Result<()> {
     if args.batch.contains(&0) || args.prompt_tokens == 0 || args.gen_tokens == 0 {
         bail!("--batch, --prompt-tokens and --gen-tokens must be positive");
     }
-    args.model.kv_tokens.get_or_insert(args.prompt_tokens.max(max_batch * (16 + args.gen_tokens)) + 64);
+    args.model
+        .kv_tokens
+        .get_or_insert(args.prompt_tokens.max(max_batch * (16 + args.gen_tokens)) + 64);
     let (_, mut engine) = args.model.load_engine()?;
     let vocab = engine.model().config.vocab_size;
     if vocab < 2000 {
@@ -105,10 +127,16 @@ pub fn run(mut args: BenchEngineArgs) -> Result<()> {
     let tg = measure(reps, || decode(&mut engine, 1, args.gen_tokens, vocab))?;
     let mut batched = BTreeMap::new();
     for &b in &args.batch {
-        batched.insert(b, measure(reps, || decode(&mut engine, b, args.gen_tokens, vocab))?);
+        batched.insert(
+            b,
+            measure(reps, || decode(&mut engine, b, args.gen_tokens, vocab))?,
+        );
     }
     if args.json {
-        let b: serde_json::Map<_, _> = batched.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.0))).collect();
+        let b: serde_json::Map<_, _> = batched
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v.0)))
+            .collect();
         println!(
             "{}",
             serde_json::json!({
@@ -126,7 +154,10 @@ pub fn run(mut args: BenchEngineArgs) -> Result<()> {
         println!("| pp{} | {:.2} ± {:.2} |", args.prompt_tokens, pp.0, pp.1);
         println!("| tg{} | {:.2} ± {:.2} |", args.gen_tokens, tg.0, tg.1);
         for (b, (m, s)) in &batched {
-            println!("| tg{} × {b} sequences (aggregate) | {m:.2} ± {s:.2} |", args.gen_tokens);
+            println!(
+                "| tg{} × {b} sequences (aggregate) | {m:.2} ± {s:.2} |",
+                args.gen_tokens
+            );
         }
         println!("threads: {threads}, repetitions: {reps} after 1 warm-up");
     }

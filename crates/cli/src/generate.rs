@@ -56,7 +56,11 @@ impl SamplingArgs {
     }
 
     fn stop(&self) -> StopConditions {
-        StopConditions { max_tokens: self.max_tokens, stop_strings: self.stop.clone(), ignore_eos: self.ignore_eos }
+        StopConditions {
+            max_tokens: self.max_tokens,
+            stop_strings: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+        }
     }
 }
 
@@ -88,9 +92,15 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     } else {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
-        messages.push(ChatMessage { role: "user".into(), content: args.prompt.clone() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        });
         prompt_format.chat_prompt(&messages)?
     };
     let stream = !args.json;
@@ -142,7 +152,10 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let (prompt_format, mut engine) = args.model.load_engine()?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
-        messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -161,11 +174,17 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             messages.truncate(usize::from(args.system.is_some()));
             continue;
         }
-        messages.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: line.to_string(),
+        });
         let prompt = prompt_format.chat_prompt(&messages)?;
         let ctx = engine.model().config.context_tokens;
         if prompt.len() >= ctx {
-            bail!("the conversation ({} tokens) no longer fits the context of {ctx}; use /reset", prompt.len());
+            bail!(
+                "the conversation ({} tokens) no longer fits the context of {ctx}; use /reset",
+                prompt.len()
+            );
         }
         let mut stop = args.sampling.stop();
         stop.max_tokens = stop.max_tokens.min(ctx - prompt.len());
@@ -185,7 +204,10 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         if out.finish_reason == FinishReason::Length {
             eprintln!("[stopped at {} tokens]", out.tokens.len());
         }
-        messages.push(ChatMessage { role: "assistant".into(), content: out.text });
+        messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: out.text,
+        });
     }
     Ok(())
 }

@@ -2,10 +2,12 @@
 //! measuring and serving.
 
 mod bench_engine;
+mod bench_serve;
 mod generate;
 mod model_arg;
 mod perplexity;
 mod pull;
+mod serve;
 mod tokenize;
 
 use anyhow::Result;
@@ -15,15 +17,21 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "sprout", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `sprout=debug`.
-    #[arg(long, env = "SPROUT_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `sprout=debug` (default: info
+    /// for serve, warn otherwise).
+    #[arg(long, env = "SPROUT_LOG", global = true)]
+    log: Option<String>,
+    /// Log format: text or json (one object per line).
+    #[arg(long, env = "SPROUT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the OpenAI-compatible HTTP API (pulls the default model on first use).
+    Serve(Box<serve::ServeArgs>),
     /// Download a model from the registry (default: the default chat model), verify it, store it.
     Pull(pull_cmd::PullArgs),
     /// List the models on this machine and the ones that can be pulled.
@@ -47,6 +55,8 @@ enum Command {
 enum BenchCommand {
     /// Engine speed: prefill, decode and batched decode tokens/s, like llama-bench.
     Engine(bench_engine::BenchEngineArgs),
+    /// Load test an OpenAI-compatible server (sprout's or any other): TTFT, inter-token latency, percentiles.
+    Serve(bench_serve::BenchServeArgs),
 }
 
 mod pull_cmd {
@@ -82,9 +92,17 @@ mod pull_cmd {
     pub fn pull(args: PullArgs) -> Result<()> {
         let Some(entry) = registry::find(&args.name) else {
             let known: Vec<_> = registry::MODELS.iter().map(|m| m.name).collect();
-            bail!("unknown model {}: known models are {}", args.name, known.join(", "));
+            bail!(
+                "unknown model {}: known models are {}",
+                args.name,
+                known.join(", ")
+            );
         };
-        let path = crate::pull::pull(entry, &registry::data_dir(args.home.as_deref()), !args.quiet)?;
+        let path = crate::pull::pull(
+            entry,
+            &registry::data_dir(args.home.as_deref()),
+            !args.quiet,
+        )?;
         println!("{}", path.display());
         Ok(())
     }
@@ -97,29 +115,58 @@ mod pull_cmd {
             println!("  (none)");
         }
         for (name, path, bytes) in &local {
-            println!("  {name:<40} {:>8.1} MB  {}", *bytes as f64 / 1e6, path.display());
+            println!(
+                "  {name:<40} {:>8.1} MB  {}",
+                *bytes as f64 / 1e6,
+                path.display()
+            );
         }
         println!("available to pull:");
         for m in registry::MODELS {
-            println!("  {:<40} {:>8.1} MB  {}", m.name, m.total_bytes() as f64 / 1e6, m.summary);
+            println!(
+                "  {:<40} {:>8.1} MB  {}",
+                m.name,
+                m.total_bytes() as f64 / 1e6,
+                m.summary
+            );
         }
         Ok(())
     }
 }
 
 fn main() -> Result<()> {
+    // A .env file in the working directory fills in SPROUT_* variables the environment lacks.
+    let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = cli.log.as_deref().unwrap_or(default_level);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match cli.command {
+        Command::Serve(a) => serve::run(*a),
+        Command::Bench {
+            what: BenchCommand::Serve(a),
+        } => bench_serve::run(a),
         Command::Pull(a) => pull_cmd::pull(a),
         Command::Models(a) => pull_cmd::models(a),
         Command::Generate(a) => generate::generate(a),
         Command::Chat(a) => generate::chat(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
-        Command::Bench { what: BenchCommand::Engine(a) } => bench_engine::run(a),
+        Command::Bench {
+            what: BenchCommand::Engine(a),
+        } => bench_engine::run(a),
     }
 }

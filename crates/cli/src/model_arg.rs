@@ -51,23 +51,29 @@ impl ModelArgs {
     /// Loads the model with its tokenizer and chat template.
     pub fn load(&self) -> Result<ModelBundle> {
         let path = self.resolve()?;
-        let parse = |flag: &str, v: &Option<String>, allowed: &[GgmlType]| -> Result<Option<GgmlType>> {
-            let Some(v) = v else { return Ok(None) };
-            match GgmlType::from_name(v).filter(|t| allowed.contains(t)) {
-                Some(t) => Ok(Some(t)),
-                None => {
-                    let names: Vec<_> = allowed.iter().map(|t| t.name()).collect();
-                    bail!("--{flag} {v}: expected one of {}", names.join(", "))
+        let parse =
+            |flag: &str, v: &Option<String>, allowed: &[GgmlType]| -> Result<Option<GgmlType>> {
+                let Some(v) = v else { return Ok(None) };
+                match GgmlType::from_name(v).filter(|t| allowed.contains(t)) {
+                    Some(t) => Ok(Some(t)),
+                    None => {
+                        let names: Vec<_> = allowed.iter().map(|t| t.name()).collect();
+                        bail!("--{flag} {v}: expected one of {}", names.join(", "))
+                    }
                 }
-            }
-        };
+            };
         let opts = LoadOptions {
-            dtype: parse("dtype", &self.dtype, &[GgmlType::F32, GgmlType::F16, GgmlType::BF16])?,
+            dtype: parse(
+                "dtype",
+                &self.dtype,
+                &[GgmlType::F32, GgmlType::F16, GgmlType::BF16],
+            )?,
             quantize: parse("quantize", &self.quantize, &[GgmlType::Q8_0, GgmlType::Q4K])?,
             chat_template: self.chat_template.clone(),
         };
         let started = std::time::Instant::now();
-        let bundle = ModelBundle::open(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
+        let bundle = ModelBundle::open(&path, &opts)
+            .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(path = %path.display(), ms = started.elapsed().as_millis() as u64, "model loaded");
         Ok(bundle)
     }
@@ -102,7 +108,11 @@ pub fn resolve_model(spec: &str, data_dir: &Path) -> Result<PathBuf> {
         if path.exists() {
             return Ok(path);
         }
-        eprintln!("model {} is not on this machine yet: pulling it ({} MB)", entry.name, entry.total_bytes() / 1_000_000);
+        eprintln!(
+            "model {} is not on this machine yet: pulling it ({} MB)",
+            entry.name,
+            entry.total_bytes() / 1_000_000
+        );
         return crate::pull::pull(entry, data_dir, true);
     }
     if spec.ends_with(".gguf") || spec.contains(std::path::MAIN_SEPARATOR) && !spec.contains('/') {
@@ -115,5 +125,8 @@ pub fn resolve_model(spec: &str, data_dir: &Path) -> Result<PathBuf> {
         );
     }
     let known: Vec<_> = registry::MODELS.iter().map(|m| m.name).collect();
-    bail!("unknown model {spec}: not a file or directory, and not one of {}", known.join(", "))
+    bail!(
+        "unknown model {spec}: not a file or directory, and not one of {}",
+        known.join(", ")
+    )
 }

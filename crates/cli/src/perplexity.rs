@@ -33,20 +33,27 @@ pub struct PerplexityArgs {
 const SCORE_PIECE_TOKENS: usize = 64;
 
 pub fn run(args: PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     let (prompt_format, mut engine) = args.model.load_engine()?;
     let tok = &prompt_format.tokenizer;
     let tokens = tok.encode(&text, false);
     let ctx = args.ctx;
     if ctx < 8 || ctx > engine.model().config.context_tokens {
-        bail!("--ctx must be between 8 and the model's context of {}", engine.model().config.context_tokens);
+        bail!(
+            "--ctx must be between 8 and the model's context of {}",
+            engine.model().config.context_tokens
+        );
     }
     let mut n_chunks = tokens.len() / ctx;
     if args.chunks > 0 {
         n_chunks = n_chunks.min(args.chunks);
     }
     if n_chunks == 0 {
-        bail!("the text has {} tokens: fewer than one chunk of {ctx}", tokens.len());
+        bail!(
+            "the text has {} tokens: fewer than one chunk of {ctx}",
+            tokens.len()
+        );
     }
     let bos = tok.add_bos().then(|| tok.bos_id()).flatten();
     let first = ctx / 2;
@@ -60,7 +67,11 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         let seq = engine.add_sequence();
         // Positions before `first` only fill the cache; logits of first..ctx-1 predict the next token.
         for part in chunk[..first].chunks(512) {
-            engine.step(&[sprout_engine::engine::StepInput { seq, tokens: part, want_logits: false }])?;
+            engine.step(&[sprout_engine::engine::StepInput {
+                seq,
+                tokens: part,
+                want_logits: false,
+            }])?;
         }
         let mut pos = first;
         while pos < ctx - 1 {
@@ -69,7 +80,12 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             for (i, row) in logits.iter().enumerate() {
                 let target = chunk[pos + i + 1] as usize;
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+                let lse = row
+                    .iter()
+                    .map(|&l| (l as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln()
+                    + max;
                 nll += lse - row[target] as f64;
                 count += 1;
             }
@@ -77,7 +93,11 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         }
         engine.remove_sequence(seq);
         if !args.json {
-            eprintln!("[{}/{n_chunks}] running perplexity {:.4}", c + 1, (nll / count as f64).exp());
+            eprintln!(
+                "[{}/{n_chunks}] running perplexity {:.4}",
+                c + 1,
+                (nll / count as f64).exp()
+            );
         }
     }
     let ppl = (nll / count as f64).exp();

@@ -52,9 +52,6 @@ pub struct ServeArgs {
     /// Disable the prefix cache.
     #[arg(long)]
     pub no_prefix_cache: bool,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
 }
 
 /// Fraction of available memory the KV cache may take when --kv-tokens is not given.
@@ -89,13 +86,6 @@ pub fn kv_budget_tokens(
 
 /// Runs `sprout serve` until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<()> {
-    if args.log_format == "json" {
-        // main installs a text subscriber first; this only takes effect where it did not.
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
     let mut cfg = match &args.config {
         Some(p) => ServerConfig::from_toml_file(p)?,
         None => ServerConfig::default(),

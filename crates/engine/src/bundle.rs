@@ -51,7 +51,9 @@ impl ModelBundle {
             (tok, tpl)
         } else {
             let tok = Tokenizer::from_metadata(&source.metadata)?;
-            let tpl = source.str_opt("tokenizer.chat_template").map(str::to_string);
+            let tpl = source
+                .str_opt("tokenizer.chat_template")
+                .map(str::to_string);
             (tok, tpl)
         };
         if tokenizer.vocab_size() > model.config.vocab_size {
@@ -65,13 +67,20 @@ impl ModelBundle {
             Some(spec) => ChatTemplate::from_user_spec(spec)?,
             None => match model_template {
                 Some(src) => ChatTemplate::new(&src)?,
+                // Gemma ships GGUFs without a template; its turn markers give it away.
+                None if tokenizer.token_to_id("<start_of_turn>").is_some() => {
+                    ChatTemplate::builtin("gemma").unwrap_or_else(ChatTemplate::fallback)
+                }
                 None => ChatTemplate::fallback(),
             },
         };
         Ok(Self {
             path: path.to_path_buf(),
             model,
-            prompt: PromptFormat { tokenizer: Arc::new(tokenizer), template: Arc::new(template) },
+            prompt: PromptFormat {
+                tokenizer: Arc::new(tokenizer),
+                template: Arc::new(template),
+            },
         })
     }
 }
@@ -82,10 +91,11 @@ impl PromptFormat {
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
         let piece = |id: Option<u32>| {
-            id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned()).unwrap_or_default()
+            id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
+                .unwrap_or_default()
         };
         let bos = piece(tok.bos_id());
-        let eos = piece(tok.eos_ids().first().copied());
+        let eos = piece(tok.eos_id().or_else(|| tok.eos_ids().first().copied()));
         let text = self.template.render(messages, true, &bos, &eos)?;
         Ok(self.encode_prompt(&text, true))
     }

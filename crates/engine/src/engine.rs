@@ -129,7 +129,14 @@ impl Engine {
     /// Appends `tokens` to one sequence and returns the logits after every one of them (for
     /// perplexity and scoring; feed long inputs in pieces to bound memory).
     pub fn step_all_logits(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        self.run_step(&[StepInput { seq, tokens, want_logits: true }], true)
+        self.run_step(
+            &[StepInput {
+                seq,
+                tokens,
+                want_logits: true,
+            }],
+            true,
+        )
     }
 
     fn run_step(&mut self, inputs: &[StepInput<'_>], all_logits: bool) -> Result<Vec<Vec<f32>>> {
@@ -139,10 +146,16 @@ impl Engine {
         for (i, inp) in inputs.iter().enumerate() {
             let s = self.seqs.get(&inp.seq).ok_or_else(|| unknown(inp.seq))?;
             if inp.tokens.is_empty() {
-                return Err(EngineError::InvalidRequest(format!("sequence {} has no tokens in the step", inp.seq)));
+                return Err(EngineError::InvalidRequest(format!(
+                    "sequence {} has no tokens in the step",
+                    inp.seq
+                )));
             }
             if inputs[..i].iter().any(|o| o.seq == inp.seq) {
-                return Err(EngineError::InvalidRequest(format!("sequence {} appears twice in one step", inp.seq)));
+                return Err(EngineError::InvalidRequest(format!(
+                    "sequence {} appears twice in one step",
+                    inp.seq
+                )));
             }
             if s.tokens + inp.tokens.len() > ctx {
                 return Err(EngineError::InvalidRequest(format!(
@@ -154,12 +167,16 @@ impl Engine {
             needed += s.blocks_needed(inp.tokens.len(), bt);
         }
         if needed > self.kv.free_blocks() {
-            return Err(EngineError::KvExhausted { needed, free: self.kv.free_blocks() });
+            return Err(EngineError::KvExhausted {
+                needed,
+                free: self.kv.free_blocks(),
+            });
         }
         for inp in inputs {
             let s = self.seqs.get_mut(&inp.seq).expect("checked above");
             for _ in 0..s.blocks_needed(inp.tokens.len(), bt) {
-                s.blocks.push(self.kv.allocate().expect("free blocks counted above"));
+                s.blocks
+                    .push(self.kv.allocate().expect("free blocks counted above"));
             }
         }
 
@@ -188,12 +205,17 @@ impl Engine {
             seqs: &seqs,
             logit_tokens: &logit_tokens,
         };
-        let logits = self.model.forward(&self.pool, &mut self.kv, &batch, &mut self.scratch)?;
+        let logits = self
+            .model
+            .forward(&self.pool, &mut self.kv, &batch, &mut self.scratch)?;
         for inp in inputs {
             self.seqs.get_mut(&inp.seq).expect("checked above").tokens += inp.tokens.len();
         }
         let vocab = self.model.config.vocab_size;
-        Ok(logits.chunks_exact(vocab.max(1)).map(<[f32]>::to_vec).collect())
+        Ok(logits
+            .chunks_exact(vocab.max(1))
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 }
 
@@ -221,14 +243,21 @@ impl Engine {
         let ctx = self.model.config.context_tokens;
         let s = self.seqs.get_mut(&id).ok_or_else(|| unknown(id))?;
         if s.tokens != 0 {
-            return Err(EngineError::InvalidRequest(format!("sequence {id} is not empty: cannot adopt a prefix")));
+            return Err(EngineError::InvalidRequest(format!(
+                "sequence {id} is not empty: cannot adopt a prefix"
+            )));
         }
         if blocks.len() * bt > ctx {
-            return Err(EngineError::InvalidRequest(format!("a prefix of {} blocks exceeds the context", blocks.len())));
+            return Err(EngineError::InvalidRequest(format!(
+                "a prefix of {} blocks exceeds the context",
+                blocks.len()
+            )));
         }
         for &b in blocks {
             if b as usize >= self.kv.total_blocks() || self.kv.refcount(b) == 0 {
-                return Err(EngineError::InvalidRequest(format!("block {b} is not a live KV block")));
+                return Err(EngineError::InvalidRequest(format!(
+                    "block {b} is not a live KV block"
+                )));
             }
         }
         for &b in blocks {

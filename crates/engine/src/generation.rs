@@ -57,7 +57,11 @@ impl StopMatcher {
     /// stop string and everything after it are dropped).
     pub fn push(&mut self, text: &str) -> (String, bool) {
         self.pending.push_str(text);
-        let first_stop = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
+        let first_stop = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
         if let Some(at) = first_stop {
             let out = self.pending[..at].to_string();
             self.pending.clear();
@@ -108,7 +112,9 @@ pub fn generate(
 ) -> Result<Generated> {
     params.validate()?;
     if prompt.is_empty() {
-        return Err(EngineError::InvalidRequest("the prompt has no tokens".into()));
+        return Err(EngineError::InvalidRequest(
+            "the prompt has no tokens".into(),
+        ));
     }
     let ctx = engine.model().config.context_tokens;
     if prompt.len() + stop.max_tokens > ctx {
@@ -137,7 +143,11 @@ fn run(
     let chunks: Vec<&[u32]> = prompt.chunks(PREFILL_CHUNK_TOKENS).collect();
     for (i, chunk) in chunks.iter().enumerate() {
         let last = i + 1 == chunks.len();
-        let mut out = engine.step(&[StepInput { seq, tokens: chunk, want_logits: last }])?;
+        let mut out = engine.step(&[StepInput {
+            seq,
+            tokens: chunk,
+            want_logits: last,
+        }])?;
         if last {
             logits = out.pop().expect("one input wanted logits");
         }
@@ -155,9 +165,9 @@ fn run(
         if tokens.len() >= stop.max_tokens {
             break FinishReason::Length;
         }
-        let tok = sampler
-            .sample(&mut logits, None)
-            .ok_or_else(|| EngineError::InvalidRequest("the model produced no valid logits (NaN)".into()))?;
+        let tok = sampler.sample(&mut logits, None).ok_or_else(|| {
+            EngineError::InvalidRequest("the model produced no valid logits (NaN)".into())
+        })?;
         if !stop.ignore_eos && tokenizer.eos_ids().contains(&tok) {
             break FinishReason::Stop;
         }
@@ -174,7 +184,11 @@ fn run(
             break FinishReason::Length;
         }
         logits = engine
-            .step(&[StepInput { seq, tokens: &[tok], want_logits: true }])?
+            .step(&[StepInput {
+                seq,
+                tokens: &[tok],
+                want_logits: true,
+            }])?
             .pop()
             .expect("one input wanted logits");
     };
@@ -185,7 +199,12 @@ fn run(
         let rest = if hit { String::new() } else { matcher.finish() };
         emit(&(piece + &rest), &mut text);
     }
-    Ok(Generated { text, tokens, prompt_tokens: prompt.len(), finish_reason })
+    Ok(Generated {
+        text,
+        tokens,
+        prompt_tokens: prompt.len(),
+        finish_reason,
+    })
 }
 
 #[cfg(test)]
@@ -209,18 +228,27 @@ mod tests {
 
     #[test]
     fn stop_spanning_pieces_is_cut() {
-        assert_eq!(feed(&["END"], &["hello E", "N", "D more"]), ("hello ".into(), true));
+        assert_eq!(
+            feed(&["END"], &["hello E", "N", "D more"]),
+            ("hello ".into(), true)
+        );
     }
 
     #[test]
     fn near_miss_is_released() {
-        assert_eq!(feed(&["END"], &["hello E", "NX"]), ("hello ENX".into(), false));
+        assert_eq!(
+            feed(&["END"], &["hello E", "NX"]),
+            ("hello ENX".into(), false)
+        );
         assert_eq!(feed(&["END"], &["tail E"]), ("tail E".into(), false));
     }
 
     #[test]
     fn multibyte_and_empty_stops() {
-        assert_eq!(feed(&["", "끝"], &["안녕 ", "끝이야"]), ("안녕 ".into(), true));
+        assert_eq!(
+            feed(&["", "끝"], &["안녕 ", "끝이야"]),
+            ("안녕 ".into(), true)
+        );
         assert_eq!(feed(&[], &["a", "b"]), ("ab".into(), false));
     }
 

@@ -59,7 +59,10 @@ impl KvPool {
 
     /// Takes a free block (reference count 1).
     pub fn allocate(&mut self) -> Result<BlockId> {
-        let b = self.free.pop().ok_or(EngineError::KvExhausted { needed: 1, free: 0 })?;
+        let b = self
+            .free
+            .pop()
+            .ok_or(EngineError::KvExhausted { needed: 1, free: 0 })?;
         self.refcount[b as usize] = 1;
         Ok(b)
     }
@@ -128,7 +131,9 @@ impl SeqKv {
 
     /// Blocks that must be allocated to hold `extra` more tokens.
     pub fn blocks_needed(&self, extra: usize, block_tokens: usize) -> usize {
-        (self.tokens + extra).div_ceil(block_tokens).saturating_sub(self.blocks.len())
+        (self.tokens + extra)
+            .div_ceil(block_tokens)
+            .saturating_sub(self.blocks.len())
     }
 
     /// Returns all blocks to the pool.
@@ -159,7 +164,10 @@ mod tests {
         pool.allocate().unwrap();
         pool.allocate().unwrap();
         pool.allocate().unwrap();
-        assert!(matches!(pool.allocate(), Err(EngineError::KvExhausted { .. })));
+        assert!(matches!(
+            pool.allocate(),
+            Err(EngineError::KvExhausted { .. })
+        ));
     }
 
     #[test]
@@ -174,7 +182,10 @@ mod tests {
 
     #[test]
     fn seq_block_math() {
-        let s = SeqKv { blocks: vec![7, 9], tokens: 20 };
+        let s = SeqKv {
+            blocks: vec![7, 9],
+            tokens: 20,
+        };
         assert_eq!(s.locate(17, 16), (9, 1));
         assert_eq!(s.blocks_needed(12, 16), 0);
         assert_eq!(s.blocks_needed(13, 16), 1);

@@ -43,7 +43,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(EngineError::InvalidRequest(m));
         if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
-            return bad(format!("temperature must be in [0, 100], got {}", self.temperature));
+            return bad(format!(
+                "temperature must be in [0, 100], got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -51,10 +54,19 @@ impl SamplingParams {
         if !(self.min_p.is_finite() && (0.0..=1.0).contains(&self.min_p)) {
             return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
-            return bad(format!("repetition_penalty must be in (0, 10], got {}", self.repetition_penalty));
+        if !(self.repetition_penalty.is_finite()
+            && self.repetition_penalty > 0.0
+            && self.repetition_penalty <= 10.0)
+        {
+            return bad(format!(
+                "repetition_penalty must be in (0, 10], got {}",
+                self.repetition_penalty
+            ));
         }
-        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
             if !(v.is_finite() && (-2.0..=2.0).contains(&v)) {
                 return bad(format!("{name} must be in [-2, 2], got {v}"));
             }
@@ -72,7 +84,9 @@ pub struct TokenMask {
 impl TokenMask {
     /// A mask over `vocab` tokens allowing none.
     pub fn none(vocab: usize) -> Self {
-        Self { bits: vec![0; vocab.div_ceil(64)] }
+        Self {
+            bits: vec![0; vocab.div_ceil(64)],
+        }
     }
 
     /// Allows token `id`.
@@ -84,7 +98,9 @@ impl TokenMask {
 
     /// Whether token `id` is allowed.
     pub fn allows(&self, id: u32) -> bool {
-        self.bits.get(id as usize / 64).is_some_and(|w| w >> (id % 64) & 1 == 1)
+        self.bits
+            .get(id as usize / 64)
+            .is_some_and(|w| w >> (id % 64) & 1 == 1)
     }
 }
 
@@ -123,9 +139,15 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], mask: Option<&TokenMask>) -> Option<u32> {
         let p = &self.params;
         for (&tok, &n) in &self.counts {
-            let Some(l) = logits.get_mut(tok as usize) else { continue };
+            let Some(l) = logits.get_mut(tok as usize) else {
+                continue;
+            };
             if p.repetition_penalty != 1.0 {
-                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty
+                } else {
+                    *l * p.repetition_penalty
+                };
             }
             *l -= p.presence_penalty + p.frequency_penalty * n as f32;
         }
@@ -244,7 +266,10 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32) -> SamplingParams {
-        SamplingParams { temperature, ..Default::default() }
+        SamplingParams {
+            temperature,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -260,15 +285,23 @@ mod tests {
         m.allow(3);
         let mut s = Sampler::new(params(0.0));
         assert_eq!(s.sample(&mut [5.0, 4.0, 3.0, -1.0], Some(&m)), Some(3));
-        assert_eq!(s.sample(&mut [5.0, 4.0, 3.0, -1.0], Some(&TokenMask::none(4))), None);
+        assert_eq!(
+            s.sample(&mut [5.0, 4.0, 3.0, -1.0], Some(&TokenMask::none(4))),
+            None
+        );
     }
 
     #[test]
     fn same_seed_same_tokens_and_distribution_roughly_right() {
         let logits = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
-            (0..2000).map(|_| s.sample(&mut logits.clone(), None).unwrap()).collect::<Vec<_>>()
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params(1.0)
+            });
+            (0..2000)
+                .map(|_| s.sample(&mut logits.clone(), None).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = draw(7);
         assert_eq!(a, draw(7));
@@ -280,7 +313,16 @@ mod tests {
 
     #[test]
     fn top_k_one_and_tiny_top_p_are_greedy() {
-        for p in [SamplingParams { top_k: 1, ..params(1.5) }, SamplingParams { top_p: 0.01, ..params(1.5) }] {
+        for p in [
+            SamplingParams {
+                top_k: 1,
+                ..params(1.5)
+            },
+            SamplingParams {
+                top_p: 0.01,
+                ..params(1.5)
+            },
+        ] {
             let mut s = Sampler::new(p);
             for _ in 0..50 {
                 assert_eq!(s.sample(&mut [1.0, 3.0, 2.9], None), Some(1));
@@ -290,7 +332,10 @@ mod tests {
 
     #[test]
     fn min_p_drops_unlikely_tokens() {
-        let mut s = Sampler::new(SamplingParams { min_p: 0.5, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            min_p: 0.5,
+            ..params(1.0)
+        });
         for _ in 0..200 {
             // P(2)/P(0) = e^-2 < 0.5: token 2 never chosen; token 1 ties token 0.
             let t = s.sample(&mut [2.0, 2.0, 0.0], None).unwrap();
@@ -300,19 +345,35 @@ mod tests {
 
     #[test]
     fn penalties_apply_to_accepted_tokens() {
-        let mut s = Sampler::new(SamplingParams { presence_penalty: 1.5, ..params(0.0) });
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 1.5,
+            ..params(0.0)
+        });
         s.accept(0);
         assert_eq!(s.sample(&mut [2.0, 1.0], None), Some(1));
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 3.0, ..params(0.0) });
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 3.0,
+            ..params(0.0)
+        });
         s.accept(0);
         assert_eq!(s.sample(&mut [2.0, 1.0], None), Some(1), "2/3 < 1");
     }
 
     #[test]
     fn validation_names_the_parameter() {
-        let e = SamplingParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err();
+        let e = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("top_p"));
-        let e = SamplingParams { temperature: f32::NAN, ..Default::default() }.validate().unwrap_err();
+        let e = SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("temperature"));
     }
 }

@@ -28,7 +28,16 @@ struct Dims {
     window: usize,
 }
 
-const DIMS: Dims = Dims { d: 64, heads: 4, kv_heads: 2, head_dim: 16, ffn: 96, vocab: 80, layers: 3, window: 5 };
+const DIMS: Dims = Dims {
+    d: 64,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 16,
+    ffn: 96,
+    vocab: 80,
+    layers: 3,
+    window: 5,
+};
 
 /// Deterministic pseudo-random numbers in [-scale, scale).
 struct Lcg(u64);
@@ -36,7 +45,10 @@ impl Lcg {
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
@@ -59,7 +71,12 @@ impl Weights {
             t.insert(name, (dims, v));
         };
         let (q, kv) = (DIMS.heads * DIMS.head_dim, DIMS.kv_heads * DIMS.head_dim);
-        put("token_embd.weight".into(), vec![DIMS.d, DIMS.vocab], 0.5, 0.0);
+        put(
+            "token_embd.weight".into(),
+            vec![DIMS.d, DIMS.vocab],
+            0.5,
+            0.0,
+        );
         put("output_norm.weight".into(), vec![DIMS.d], 0.2, 1.0);
         if arch == Arch::Llama {
             put("output.weight".into(), vec![DIMS.d, DIMS.vocab], 0.3, 0.0);
@@ -117,7 +134,10 @@ impl Weights {
             // Layers 0 and 1 local, layer 2 global.
             u("attention.sliding_window_pattern", 3);
         }
-        m.insert(format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+        m.insert(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        );
         m.insert(format!("{a}.rope.freq_base"), Value::F32(10_000.0));
         m
     }
@@ -126,12 +146,26 @@ impl Weights {
     fn source(&self, matrix_ty: GgmlType) -> ModelSource {
         let mut tensors = BTreeMap::new();
         for (name, (dims, data)) in &self.tensors {
-            let ty = if dims.len() == 2 { matrix_ty } else { GgmlType::F32 };
+            let ty = if dims.len() == 2 {
+                matrix_ty
+            } else {
+                GgmlType::F32
+            };
             let mut bytes = vec![0u8; ty.row_bytes(data.len()).unwrap()];
             sprout_engine::quant::blocks::quantize_row(ty, data, &mut bytes).unwrap();
-            tensors.insert(name.clone(), SourceTensor { ty, dims: dims.clone(), data: bytes.into() });
+            tensors.insert(
+                name.clone(),
+                SourceTensor {
+                    ty,
+                    dims: dims.clone(),
+                    data: bytes.into(),
+                },
+            );
         }
-        ModelSource { metadata: self.metadata(), tensors }
+        ModelSource {
+            metadata: self.metadata(),
+            tensors,
+        }
     }
 
     /// The same weights with every matrix rounded through `ty`, so a reference computed from
@@ -145,7 +179,10 @@ impl Weights {
                 sprout_engine::quant::blocks::dequantize_row(ty, &bytes, data);
             }
         }
-        Weights { arch: self.arch, tensors }
+        Weights {
+            arch: self.arch,
+            tensors,
+        }
     }
 
     fn w(&self, name: &str) -> &[f32] {
@@ -158,13 +195,21 @@ impl Weights {
 fn rms(x: &[f32], g: &[f32]) -> Vec<f32> {
     let ms = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len() as f64;
     let inv = 1.0 / (ms + 1e-6).sqrt();
-    x.iter().zip(g).map(|(v, g)| (*v as f64 * inv) as f32 * g).collect()
+    x.iter()
+        .zip(g)
+        .map(|(v, g)| (*v as f64 * inv) as f32 * g)
+        .collect()
 }
 
 /// y = W x where W is stored ggml-style: `rows` rows of `x.len()` elements.
 fn mv(w: &[f32], x: &[f32]) -> Vec<f32> {
     w.chunks_exact(x.len())
-        .map(|row| row.iter().zip(x).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() as f32)
+        .map(|row| {
+            row.iter()
+                .zip(x)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum::<f64>() as f32
+        })
         .collect()
 }
 
@@ -174,7 +219,11 @@ fn rope(v: &mut [f32], pos: usize, base: f64, neox: bool) {
         for i in 0..hd / 2 {
             let theta = pos as f64 * base.powf(-2.0 * i as f64 / hd as f64);
             let (c, s) = (theta.cos() as f32, theta.sin() as f32);
-            let (ia, ib) = if neox { (i, i + hd / 2) } else { (2 * i, 2 * i + 1) };
+            let (ia, ib) = if neox {
+                (i, i + hd / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
             let (a, b) = (head[ia], head[ib]);
             head[ia] = a * c - b * s;
             head[ib] = a * s + b * c;
@@ -208,13 +257,25 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
             let mut k = mv(g("attn_k.weight"), &h);
             let mut v = mv(g("attn_v.weight"), &h);
             if has("attn_q.bias") {
-                q.iter_mut().zip(g("attn_q.bias")).for_each(|(a, b)| *a += b);
-                k.iter_mut().zip(g("attn_k.bias")).for_each(|(a, b)| *a += b);
-                v.iter_mut().zip(g("attn_v.bias")).for_each(|(a, b)| *a += b);
+                q.iter_mut()
+                    .zip(g("attn_q.bias"))
+                    .for_each(|(a, b)| *a += b);
+                k.iter_mut()
+                    .zip(g("attn_k.bias"))
+                    .for_each(|(a, b)| *a += b);
+                v.iter_mut()
+                    .zip(g("attn_v.bias"))
+                    .for_each(|(a, b)| *a += b);
             }
             if gemma {
-                q = q.chunks(DIMS.head_dim).flat_map(|c| rms(c, g("attn_q_norm.weight"))).collect();
-                k = k.chunks(DIMS.head_dim).flat_map(|c| rms(c, g("attn_k_norm.weight"))).collect();
+                q = q
+                    .chunks(DIMS.head_dim)
+                    .flat_map(|c| rms(c, g("attn_q_norm.weight")))
+                    .collect();
+                k = k
+                    .chunks(DIMS.head_dim)
+                    .flat_map(|c| rms(c, g("attn_k_norm.weight")))
+                    .collect();
             }
             rope(&mut q, p, 10_000.0, neox);
             rope(&mut k, p, 10_000.0, neox);
@@ -227,11 +288,18 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
             for head in 0..DIMS.heads {
                 let kvh = head / (DIMS.heads / DIMS.kv_heads);
                 let qh = &qs[p][head * DIMS.head_dim..(head + 1) * DIMS.head_dim];
-                let lo = if local { (p + 1).saturating_sub(DIMS.window) } else { 0 };
+                let lo = if local {
+                    (p + 1).saturating_sub(DIMS.window)
+                } else {
+                    0
+                };
                 let scores: Vec<f64> = (lo..=p)
                     .map(|j| {
                         let kj = &ks[j][kvh * DIMS.head_dim..(kvh + 1) * DIMS.head_dim];
-                        qh.iter().zip(kj).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>()
+                        qh.iter()
+                            .zip(kj)
+                            .map(|(a, b)| (*a as f64) * (*b as f64))
+                            .sum::<f64>()
                             / (DIMS.head_dim as f64).sqrt()
                     })
                     .collect();
@@ -260,7 +328,11 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
                 .zip(&up)
                 .map(|(&a, &u)| {
                     let f = if gemma {
-                        0.5 * a * (1.0 + ((2.0f32 / std::f32::consts::PI).sqrt() * (a + 0.044715 * a * a * a)).tanh())
+                        0.5 * a
+                            * (1.0
+                                + ((2.0f32 / std::f32::consts::PI).sqrt()
+                                    * (a + 0.044715 * a * a * a))
+                                    .tanh())
                     } else {
                         a / (1.0 + (-a).exp())
                     };
@@ -274,26 +346,44 @@ fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
             x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         }
     }
-    let out = if w.tensors.contains_key("output.weight") { "output.weight" } else { "token_embd.weight" };
-    xs.iter().map(|x| mv(w.w(out), &rms(x, w.w("output_norm.weight")))).collect()
+    let out = if w.tensors.contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    xs.iter()
+        .map(|x| mv(w.w(out), &rms(x, w.w("output_norm.weight"))))
+        .collect()
 }
 
 // ---------- the checks ----------
 
 fn engine(w: &Weights, ty: GgmlType, block_tokens: usize, threads: usize) -> Engine {
     let model = Model::load(&w.source(ty)).expect("tiny model loads");
-    Engine::new(model, &EngineConfig { threads, kv_block_tokens: block_tokens, kv_capacity_tokens: 512 })
+    Engine::new(
+        model,
+        &EngineConfig {
+            threads,
+            kv_block_tokens: block_tokens,
+            kv_capacity_tokens: 512,
+        },
+    )
 }
 
 fn prompt(seed: u32, n: usize) -> Vec<u32> {
-    (0..n as u32).map(|i| (i * 37 + seed * 11 + 5) % DIMS.vocab as u32).collect()
+    (0..n as u32)
+        .map(|i| (i * 37 + seed * 11 + 5) % DIMS.vocab as u32)
+        .collect()
 }
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * scale, "{what}: logit {i}: {x} vs {y} (tol {tol} × {scale})");
+        assert!(
+            (x - y).abs() <= tol * scale,
+            "{what}: logit {i}: {x} vs {y} (tol {tol} × {scale})"
+        );
     }
 }
 
@@ -308,11 +398,28 @@ fn prefill_then_decode_matches_full_recompute() {
         // Block of 4 tokens: the prompt spans several blocks and decode crosses boundaries.
         let mut e = engine(&w, GgmlType::F32, 4, 2);
         let s = e.add_sequence();
-        let out = e.step(&[StepInput { seq: s, tokens: &toks[..6], want_logits: true }]).unwrap();
+        let out = e
+            .step(&[StepInput {
+                seq: s,
+                tokens: &toks[..6],
+                want_logits: true,
+            }])
+            .unwrap();
         assert_close(&out[0], &reference[5], 1e-4, &format!("{arch:?} prefill"));
         for (i, t) in toks.iter().enumerate().skip(6) {
-            let out = e.step(&[StepInput { seq: s, tokens: &[*t], want_logits: true }]).unwrap();
-            assert_close(&out[0], &reference[i], 1e-4, &format!("{arch:?} decode at {i}"));
+            let out = e
+                .step(&[StepInput {
+                    seq: s,
+                    tokens: &[*t],
+                    want_logits: true,
+                }])
+                .unwrap();
+            assert_close(
+                &out[0],
+                &reference[i],
+                1e-4,
+                &format!("{arch:?} decode at {i}"),
+            );
         }
     }
 }
@@ -328,23 +435,63 @@ fn mixed_batch_equals_one_by_one() {
         // Step 1: seq 0 prefills fully; seq 1 prefills its first 2 tokens (no logits wanted).
         let out = e
             .step(&[
-                StepInput { seq: seqs[0], tokens: &prompts[0], want_logits: true },
-                StepInput { seq: seqs[1], tokens: &prompts[1][..2], want_logits: false },
+                StepInput {
+                    seq: seqs[0],
+                    tokens: &prompts[0],
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: seqs[1],
+                    tokens: &prompts[1][..2],
+                    want_logits: false,
+                },
             ])
             .unwrap();
         assert_eq!(out.len(), 1);
-        assert_close(&out[0], reference[0].last().unwrap(), 1e-4, &format!("{arch:?} step 1"));
+        assert_close(
+            &out[0],
+            reference[0].last().unwrap(),
+            1e-4,
+            &format!("{arch:?} step 1"),
+        );
         // Step 2: seq 1 finishes its prompt, seq 2 and 3 prefill fully; all want logits.
         let out = e
             .step(&[
-                StepInput { seq: seqs[2], tokens: &prompts[2], want_logits: true },
-                StepInput { seq: seqs[1], tokens: &prompts[1][2..], want_logits: true },
-                StepInput { seq: seqs[3], tokens: &prompts[3], want_logits: true },
+                StepInput {
+                    seq: seqs[2],
+                    tokens: &prompts[2],
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: seqs[1],
+                    tokens: &prompts[1][2..],
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: seqs[3],
+                    tokens: &prompts[3],
+                    want_logits: true,
+                },
             ])
             .unwrap();
-        assert_close(&out[0], reference[2].last().unwrap(), 1e-4, &format!("{arch:?} seq 2"));
-        assert_close(&out[1], reference[1].last().unwrap(), 1e-4, &format!("{arch:?} seq 1"));
-        assert_close(&out[2], reference[3].last().unwrap(), 1e-4, &format!("{arch:?} seq 3"));
+        assert_close(
+            &out[0],
+            reference[2].last().unwrap(),
+            1e-4,
+            &format!("{arch:?} seq 2"),
+        );
+        assert_close(
+            &out[1],
+            reference[1].last().unwrap(),
+            1e-4,
+            &format!("{arch:?} seq 1"),
+        );
+        assert_close(
+            &out[2],
+            reference[3].last().unwrap(),
+            1e-4,
+            &format!("{arch:?} seq 3"),
+        );
         // Step 3: every sequence decodes one more token in one batch, with seq 0 dropping out
         // and its blocks reused by a fresh sequence that prefills alongside.
         e.remove_sequence(seqs[0]);
@@ -353,10 +500,26 @@ fn mixed_batch_equals_one_by_one() {
         let fresh_prompt = prompt(9, 10);
         let out = e
             .step(&[
-                StepInput { seq: seqs[1], tokens: &next[0..1], want_logits: true },
-                StepInput { seq: fresh, tokens: &fresh_prompt, want_logits: true },
-                StepInput { seq: seqs[2], tokens: &next[1..2], want_logits: true },
-                StepInput { seq: seqs[3], tokens: &next[2..3], want_logits: true },
+                StepInput {
+                    seq: seqs[1],
+                    tokens: &next[0..1],
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: fresh,
+                    tokens: &fresh_prompt,
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: seqs[2],
+                    tokens: &next[1..2],
+                    want_logits: true,
+                },
+                StepInput {
+                    seq: seqs[3],
+                    tokens: &next[2..3],
+                    want_logits: true,
+                },
             ])
             .unwrap();
         for (k, (p, tok)) in [(1usize, 7u32), (2, 9), (3, 11)].into_iter().enumerate() {
@@ -364,9 +527,19 @@ fn mixed_batch_equals_one_by_one() {
             full.push(tok);
             let r = reference_logits(&w, &full);
             let idx = if k == 0 { 0 } else { k + 1 };
-            assert_close(&out[idx], r.last().unwrap(), 1e-4, &format!("{arch:?} decode seq {p}"));
+            assert_close(
+                &out[idx],
+                r.last().unwrap(),
+                1e-4,
+                &format!("{arch:?} decode seq {p}"),
+            );
         }
-        assert_close(&out[1], reference_logits(&w, &fresh_prompt).last().unwrap(), 1e-4, "fresh");
+        assert_close(
+            &out[1],
+            reference_logits(&w, &fresh_prompt).last().unwrap(),
+            1e-4,
+            "fresh",
+        );
     }
 }
 
@@ -377,7 +550,13 @@ fn single_thread_equals_two_threads_exactly() {
     let run = |threads| {
         let mut e = engine(&w, GgmlType::F32, 16, threads);
         let s = e.add_sequence();
-        e.step(&[StepInput { seq: s, tokens: &toks, want_logits: true }]).unwrap().remove(0)
+        e.step(&[StepInput {
+            seq: s,
+            tokens: &toks,
+            want_logits: true,
+        }])
+        .unwrap()
+        .remove(0)
     };
     assert_eq!(run(1), run(2));
 }
@@ -388,12 +567,29 @@ fn quantized_weights_match_their_dequantized_reference() {
         let w = Weights::random(arch, 4);
         let toks = prompt(4, 9);
         // Kernels may quantize activations (8-bit) for integer dot products: a small error on top.
-        for (ty, tol) in [(GgmlType::F16, 2e-3), (GgmlType::BF16, 2e-3), (GgmlType::Q8_0, 5e-2), (GgmlType::Q4_0, 5e-2), (GgmlType::Q5_0, 5e-2)] {
+        for (ty, tol) in [
+            (GgmlType::F16, 2e-3),
+            (GgmlType::BF16, 2e-3),
+            (GgmlType::Q8_0, 5e-2),
+            (GgmlType::Q4_0, 5e-2),
+            (GgmlType::Q5_0, 5e-2),
+        ] {
             let reference = reference_logits(&w.rounded(ty), &toks);
             let mut e = engine(&w, ty, 16, 2);
             let s = e.add_sequence();
-            let out = e.step(&[StepInput { seq: s, tokens: &toks, want_logits: true }]).unwrap();
-            assert_close(&out[0], &reference[8], tol, &format!("{arch:?} {}", ty.name()));
+            let out = e
+                .step(&[StepInput {
+                    seq: s,
+                    tokens: &toks,
+                    want_logits: true,
+                }])
+                .unwrap();
+            assert_close(
+                &out[0],
+                &reference[8],
+                tol,
+                &format!("{arch:?} {}", ty.name()),
+            );
         }
     }
 }
@@ -403,21 +599,60 @@ fn engine_refuses_bad_steps_without_advancing() {
     let w = Weights::random(Arch::Llama, 5);
     let mut e = engine(&w, GgmlType::F32, 4, 1);
     let s = e.add_sequence();
-    let err = e.step(&[StepInput { seq: s, tokens: &[DIMS.vocab as u32], want_logits: true }]).unwrap_err();
+    let err = e
+        .step(&[StepInput {
+            seq: s,
+            tokens: &[DIMS.vocab as u32],
+            want_logits: true,
+        }])
+        .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     assert_eq!(e.sequence_tokens(s), Some(0));
-    let err = e.step(&[StepInput { seq: 999, tokens: &[1], want_logits: true }]).unwrap_err();
+    let err = e
+        .step(&[StepInput {
+            seq: 999,
+            tokens: &[1],
+            want_logits: true,
+        }])
+        .unwrap_err();
     assert!(err.to_string().contains("unknown sequence"), "{err}");
     let long = vec![1u32; 257];
-    let err = e.step(&[StepInput { seq: s, tokens: &long, want_logits: true }]).unwrap_err();
+    let err = e
+        .step(&[StepInput {
+            seq: s,
+            tokens: &long,
+            want_logits: true,
+        }])
+        .unwrap_err();
     assert!(err.to_string().contains("beyond the context"), "{err}");
     // 512 tokens of KV = 128 blocks of 4: a second sequence cannot take 200 + 200 tokens.
     let a = e.add_sequence();
-    e.step(&[StepInput { seq: a, tokens: &vec![1u32; 200], want_logits: false }]).unwrap();
-    e.step(&[StepInput { seq: s, tokens: &vec![2u32; 200], want_logits: false }]).unwrap();
+    e.step(&[StepInput {
+        seq: a,
+        tokens: &vec![1u32; 200],
+        want_logits: false,
+    }])
+    .unwrap();
+    e.step(&[StepInput {
+        seq: s,
+        tokens: &vec![2u32; 200],
+        want_logits: false,
+    }])
+    .unwrap();
     let b = e.add_sequence();
-    let err = e.step(&[StepInput { seq: b, tokens: &vec![3u32; 200], want_logits: false }]).unwrap_err();
+    let err = e
+        .step(&[StepInput {
+            seq: b,
+            tokens: &vec![3u32; 200],
+            want_logits: false,
+        }])
+        .unwrap_err();
     assert!(err.to_string().contains("KV cache exhausted"), "{err}");
     e.remove_sequence(a);
-    e.step(&[StepInput { seq: b, tokens: &vec![3u32; 200], want_logits: false }]).unwrap();
+    e.step(&[StepInput {
+        seq: b,
+        tokens: &vec![3u32; 200],
+        want_logits: false,
+    }])
+    .unwrap();
 }

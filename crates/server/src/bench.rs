@@ -279,7 +279,10 @@ pub type Runtime = tokio::runtime::Runtime;
 
 /// A runtime for the load tester (the CLI does not depend on tokio itself).
 pub fn runtime() -> std::io::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 #[cfg(test)]
@@ -306,15 +309,4 @@ mod tests {
         assert_eq!(r["e2e_s"]["p50"].as_f64(), Some(3.0));
         assert!(markdown(&r).contains("| req/s | 1.00 |"));
     }
-}
-
-/// The runtime type the CLI drives the load tester on.
-pub type Runtime = tokio::runtime::Runtime;
-
-/// A runtime for the load tester (the CLI does not depend on tokio itself).
-pub fn runtime() -> std::io::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
 }

@@ -73,7 +73,9 @@ impl ModelConfig {
         let n_layers = get("block_count")?;
         let d_model = get("embedding_length")?;
         let n_heads = get("attention.head_count")?;
-        let n_kv_heads = src.u64_opt(&key("attention.head_count_kv")).map_or(n_heads, |v| v as usize);
+        let n_kv_heads = src
+            .u64_opt(&key("attention.head_count_kv"))
+            .map_or(n_heads, |v| v as usize);
         let ffn_dim = get("feed_forward_length")?;
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || n_layers == 0 {
             return Err(EngineError::invalid(format!(
@@ -84,13 +86,21 @@ impl ModelConfig {
             .u64_opt(&key("attention.key_length"))
             .map_or(d_model / n_heads, |v| v as usize);
         if head_dim == 0 || head_dim % 2 != 0 || head_dim > 1024 {
-            return Err(EngineError::invalid(format!("bad head dimension {head_dim}")));
+            return Err(EngineError::invalid(format!(
+                "bad head dimension {head_dim}"
+            )));
         }
         let embd = src.tensor("token_embd.weight")?;
         let vocab_size = *embd.dims.get(1).unwrap_or(&0);
         let context_tokens = src.u64_opt(&key("context_length")).unwrap_or(4096) as usize;
-        let rms_eps = src.f32_opt(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6);
-        let default_base = if arch == Arch::Gemma3 { 1_000_000.0 } else { 10_000.0 };
+        let rms_eps = src
+            .f32_opt(&key("attention.layer_norm_rms_epsilon"))
+            .unwrap_or(1e-6);
+        let default_base = if arch == Arch::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
         let rope_base = src.f32_opt(&key("rope.freq_base")).unwrap_or(default_base);
         let gemma = arch == Arch::Gemma3;
         let query_scalar = src
@@ -108,10 +118,19 @@ impl ModelConfig {
             context_tokens,
             rms_eps,
             rope_base,
-            rope_style: if arch == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::Neox },
-            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+            rope_style: if arch == Arch::Llama {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::Neox
+            },
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
             sliding_window_tokens: if gemma {
-                src.u64_opt(&key("attention.sliding_window")).map(|v| v as usize)
+                src.u64_opt(&key("attention.sliding_window"))
+                    .map(|v| v as usize)
             } else {
                 None
             },
@@ -119,7 +138,9 @@ impl ModelConfig {
                 .u64_opt(&key("attention.sliding_window_pattern"))
                 .map_or(6, |v| v as usize)
                 .max(1),
-            rope_local_base: src.f32_opt(&key("rope.local.freq_base")).unwrap_or(10_000.0),
+            rope_local_base: src
+                .f32_opt(&key("rope.local.freq_base"))
+                .unwrap_or(10_000.0),
             attn_scale: 1.0 / query_scalar.sqrt(),
             embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
         })

@@ -9,7 +9,13 @@ use super::{layers, LayerWeights, Scratch, StepContext};
 use crate::kv::KvPool;
 
 /// Runs layer `l` over all tokens of the step, updating `s.x` in place.
-pub(crate) fn layer(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w: &LayerWeights, s: &mut Scratch) {
+pub(crate) fn layer(
+    ctx: &StepContext<'_>,
+    kv: &mut KvPool,
+    l: usize,
+    w: &LayerWeights,
+    s: &mut Scratch,
+) {
     let c = ctx.cfg;
     let n = ctx.place.positions.len();
     s.xn.resize(s.x.len(), 0.0);
@@ -25,5 +31,6 @@ pub(crate) fn layer(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w: &LayerW
 }
 
 fn post(norm: &Option<Vec<f32>>) -> &[f32] {
-    norm.as_deref().expect("gemma3 post norms are checked at load")
+    norm.as_deref()
+        .expect("gemma3 post norms are checked at load")
 }

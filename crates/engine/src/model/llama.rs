@@ -7,7 +7,13 @@ use super::{layers, linear, store_kv, LayerWeights, Scratch, StepContext};
 use crate::kv::KvPool;
 
 /// Runs layer `l` over all tokens of the step, updating `s.x` in place.
-pub(crate) fn layer(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w: &LayerWeights, s: &mut Scratch) {
+pub(crate) fn layer(
+    ctx: &StepContext<'_>,
+    kv: &mut KvPool,
+    l: usize,
+    w: &LayerWeights,
+    s: &mut Scratch,
+) {
     let c = ctx.cfg;
     let n = ctx.place.positions.len();
     s.xn.resize(s.x.len(), 0.0);
@@ -22,7 +28,14 @@ pub(crate) fn layer(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w: &LayerW
 
 /// Attention sublayer on the normalized input `s.xn`; result in `s.proj`. Shared with gemma3,
 /// which adds per-head q/k norms (present in its weights) before RoPE.
-pub(crate) fn self_attention(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w: &LayerWeights, s: &mut Scratch, n: usize) {
+pub(crate) fn self_attention(
+    ctx: &StepContext<'_>,
+    kv: &mut KvPool,
+    l: usize,
+    w: &LayerWeights,
+    s: &mut Scratch,
+    n: usize,
+) {
     let c = ctx.cfg;
     linear(ctx.pool, &w.wq, w.bq.as_deref(), &s.xn, n, &mut s.q);
     linear(ctx.pool, &w.wk, w.bk.as_deref(), &s.xn, n, &mut s.k);
@@ -34,7 +47,11 @@ pub(crate) fn self_attention(ctx: &StepContext<'_>, kv: &mut KvPool, l: usize, w
         layers::rms_norm_in_place(&mut s.k, kn, c.rms_eps);
     }
     let local = c.is_local_layer(l);
-    let rope = if local { ctx.rope_local } else { ctx.rope_global };
+    let rope = if local {
+        ctx.rope_local
+    } else {
+        ctx.rope_global
+    };
     let q_width = c.n_heads * c.head_dim;
     let kv_dim = c.kv_dim();
     for t in 0..n {

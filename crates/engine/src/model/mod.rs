@@ -139,7 +139,9 @@ impl Model {
                     || layer.post_attn_norm.is_none()
                     || layer.post_ffn_norm.is_none())
             {
-                return Err(EngineError::invalid(format!("gemma3 layer {l} lacks its q/k or post norms")));
+                return Err(EngineError::invalid(format!(
+                    "gemma3 layer {l} lacks its q/k or post norms"
+                )));
             }
             layers.push(layer);
         }
@@ -165,7 +167,9 @@ impl Model {
         let t = batch.tokens.len();
         let d = c.d_model;
         if batch.positions.len() != t || batch.seq_of_token.len() != t {
-            return Err(EngineError::InvalidRequest("step batch arrays differ in length".into()));
+            return Err(EngineError::InvalidRequest(
+                "step batch arrays differ in length".into(),
+            ));
         }
         resize(&mut scratch.x, t * d);
         for (i, &tok) in batch.tokens.iter().enumerate() {
@@ -208,7 +212,9 @@ impl Model {
         resize(&mut scratch.xn, n_out * d);
         for (o, &i) in batch.logit_tokens.iter().enumerate() {
             if i >= t {
-                return Err(EngineError::InvalidRequest(format!("logit row {i} outside the step")));
+                return Err(EngineError::InvalidRequest(format!(
+                    "logit row {i} outside the step"
+                )));
             }
             layers::rms_norm(
                 &scratch.x[i * d..(i + 1) * d],
@@ -224,7 +230,14 @@ impl Model {
 }
 
 /// Projects `x` (`n` rows) through `w` into `out`, adding `bias` when present.
-pub(crate) fn linear(pool: &ThreadPool, w: &WeightMatrix, bias: Option<&[f32]>, x: &[f32], n: usize, out: &mut Vec<f32>) {
+pub(crate) fn linear(
+    pool: &ThreadPool,
+    w: &WeightMatrix,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    out: &mut Vec<f32>,
+) {
     resize(out, n * w.rows);
     matmul(pool, w, x, n, out);
     if let Some(b) = bias {
@@ -240,7 +253,13 @@ pub(crate) fn store_kv(ctx: &StepContext<'_>, kv: &mut KvPool, layer: usize, k: 
     let bt = kv.block_tokens();
     for (i, &pos) in ctx.place.positions.iter().enumerate() {
         let (b, s) = ctx.place.seqs[ctx.place.seq_of_token[i]].locate(pos, bt);
-        kv.write(layer, b, s, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim]);
+        kv.write(
+            layer,
+            b,
+            s,
+            &k[i * kv_dim..(i + 1) * kv_dim],
+            &v[i * kv_dim..(i + 1) * kv_dim],
+        );
     }
 }
 
@@ -264,7 +283,9 @@ fn matrix(src: &ModelSource, name: &str, rows: usize, cols: usize) -> Result<Wei
 fn vector(src: &ModelSource, name: &str, len: usize) -> Result<Vec<f32>> {
     let t = tensor_shape(src, name, &[len])?;
     if t.ty.row_bytes(len) != Some(t.data.len()) {
-        return Err(EngineError::invalid(format!("tensor {name} has the wrong byte size")));
+        return Err(EngineError::invalid(format!(
+            "tensor {name} has the wrong byte size"
+        )));
     }
     let mut out = vec![0f32; len];
     dequantize_row(t.ty, &t.data, &mut out);

@@ -33,9 +33,9 @@ impl ModelSource {
 
     /// A required unsigned integer (any integer width in the file).
     pub fn u64(&self, key: &str) -> Result<u64> {
-        self.get(key)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| EngineError::invalid(format!("metadata key {key} missing or not an integer")))
+        self.get(key).and_then(Value::as_u64).ok_or_else(|| {
+            EngineError::invalid(format!("metadata key {key} missing or not an integer"))
+        })
     }
 
     /// An optional unsigned integer.

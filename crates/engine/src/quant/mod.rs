@@ -53,7 +53,11 @@ impl GgmlType {
             14 => Self::Q6K,
             15 => Self::Q8K,
             30 => Self::BF16,
-            other => return Err(EngineError::Unsupported(format!("ggml tensor type id {other}"))),
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "ggml tensor type id {other}"
+                )))
+            }
         })
     }
 
@@ -110,7 +114,7 @@ impl GgmlType {
     /// Bytes of a row of `elems` elements, or None when `elems` is not a whole number of blocks
     /// or the size overflows.
     pub fn row_bytes(self, elems: usize) -> Option<usize> {
-        if elems % self.block_elems() != 0 {
+        if !elems.is_multiple_of(self.block_elems()) {
             return None;
         }
         (elems / self.block_elems()).checked_mul(self.block_bytes())
@@ -211,7 +215,10 @@ impl WeightMatrix {
     /// Checks that `data` holds exactly `rows` rows of `cols` elements of `ty`.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: TensorBytes) -> Result<Self> {
         let row = ty.row_bytes(cols).ok_or_else(|| {
-            EngineError::invalid(format!("{cols} columns is not a whole number of {} blocks", ty.name()))
+            EngineError::invalid(format!(
+                "{cols} columns is not a whole number of {} blocks",
+                ty.name()
+            ))
         })?;
         let total = row
             .checked_mul(rows)
@@ -223,7 +230,12 @@ impl WeightMatrix {
                 data.len()
             )));
         }
-        Ok(Self { ty, rows, cols, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     /// Bytes of one row.

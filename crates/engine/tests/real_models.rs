@@ -1,0 +1,239 @@
+//! Integration tests on the real models (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, Gemma 3 270M),
+//! against fixtures recorded from llama.cpp (see each fixture's "source" and "method").
+//!
+//! The model paths come from SPROUT_TEST_QWEN / SPROUT_TEST_GEMMA (scripts/test pulls them);
+//! without them the tests skip, unless SPROUT_REQUIRE_MODELS is set, when they fail.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use sprout_engine::bundle::{LoadOptions, ModelBundle, PromptFormat};
+use sprout_engine::chat_template::ChatMessage;
+use sprout_engine::engine::{Engine, EngineConfig, StepInput};
+use sprout_engine::generation::{generate, StopConditions};
+use sprout_engine::sampler::{argmax, SamplingParams};
+
+fn model_path(var: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+        "{var}: model {} missing",
+        path.display()
+    );
+    eprintln!("skipping: {} not found (set {var})", path.display());
+    None
+}
+
+fn qwen() -> Option<PathBuf> {
+    model_path(
+        "SPROUT_TEST_QWEN",
+        "/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    )
+}
+
+fn gemma() -> Option<PathBuf> {
+    model_path("SPROUT_TEST_GEMMA", "/work/models/gemma-3-270m-q4_k_m.gguf")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
+        .expect("fixture is JSON")
+}
+
+fn engine_for(path: &PathBuf) -> (PromptFormat, Engine) {
+    let ModelBundle { model, prompt, .. } =
+        ModelBundle::open(path, &LoadOptions::default()).expect("model loads");
+    let engine = Engine::new(
+        model,
+        &EngineConfig {
+            threads: 2,
+            kv_block_tokens: 16,
+            kv_capacity_tokens: 4096,
+        },
+    );
+    (prompt, engine)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// Greedy continuation of llama.cpp's prompt ids; returns how many cases agree on all tokens.
+fn greedy_agreement(path: &PathBuf, fixture_name: &str) -> (usize, usize, Vec<String>) {
+    let (_, mut engine) = engine_for(path);
+    let fx = fixture(fixture_name);
+    let cases = fx["cases"].as_array().expect("cases");
+    let mut agree = 0;
+    let mut report = Vec::new();
+    for case in cases {
+        let prompt = ids(&case["ids"]);
+        let want = ids(&case["continuation_ids"]);
+        let seq = engine.add_sequence();
+        let mut logits = engine
+            .step(&[StepInput {
+                seq,
+                tokens: &prompt,
+                want_logits: true,
+            }])
+            .unwrap()
+            .remove(0);
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let t = argmax(&logits).expect("finite logits");
+            got.push(t);
+            logits = engine
+                .step(&[StepInput {
+                    seq,
+                    tokens: &[t],
+                    want_logits: true,
+                }])
+                .unwrap()
+                .remove(0);
+        }
+        engine.remove_sequence(seq);
+        if got == want {
+            agree += 1;
+        } else {
+            report.push(format!(
+                "{:?}: got {got:?}, llama.cpp {want:?}",
+                case["prompt"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    (agree, cases.len(), report)
+}
+
+#[test]
+fn qwen_greedy_continuations_match_llama_cpp() {
+    let Some(path) = qwen() else { return };
+    let (agree, total, report) = greedy_agreement(&path, "greedy_qwen.json");
+    eprintln!(
+        "qwen: {agree}/{total} greedy continuations equal llama.cpp's\n{}",
+        report.join("\n")
+    );
+    assert!(
+        agree * 10 >= total * 9,
+        "only {agree}/{total} agree:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn gemma_greedy_continuations_match_llama_cpp() {
+    let Some(path) = gemma() else { return };
+    let (agree, total, report) = greedy_agreement(&path, "greedy_gemma.json");
+    eprintln!(
+        "gemma: {agree}/{total} greedy continuations equal llama.cpp's\n{}",
+        report.join("\n")
+    );
+    assert!(
+        agree * 10 >= total * 8,
+        "only {agree}/{total} agree:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn qwen_chat_answers_coherently() {
+    let Some(path) = qwen() else { return };
+    let (bundle, mut engine) = engine_for(&path);
+    let ask = |engine: &mut Engine, q: &str| {
+        let prompt = bundle
+            .chat_prompt(&[ChatMessage {
+                role: "user".into(),
+                content: q.into(),
+            }])
+            .expect("template renders");
+        let stop = StopConditions {
+            max_tokens: 24,
+            ..Default::default()
+        };
+        generate(
+            engine,
+            &bundle.tokenizer,
+            &prompt,
+            &SamplingParams::default(),
+            &stop,
+            |_| true,
+        )
+        .unwrap()
+    };
+    let fr = ask(
+        &mut engine,
+        "What is the capital of France? Answer in one sentence.",
+    );
+    assert!(fr.text.contains("Paris"), "{:?}", fr.text);
+    let ko = ask(&mut engine, "한국의 수도는 어디인가요?");
+    assert!(ko.text.contains("서울"), "{:?}", ko.text);
+    assert_eq!(engine.sequence_count(), 0, "generate frees its sequence");
+}
+
+#[test]
+fn qwen_seeded_sampling_is_reproducible() {
+    let Some(path) = qwen() else { return };
+    let (bundle, mut engine) = engine_for(&path);
+    let prompt = bundle.encode_prompt("Once upon a time", false);
+    let stop = StopConditions {
+        max_tokens: 12,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut run = |seed| {
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed,
+            ..Default::default()
+        };
+        generate(&mut engine, &bundle.tokenizer, &prompt, &p, &stop, |_| true)
+            .unwrap()
+            .tokens
+    };
+    let a = run(42);
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, run(42));
+    assert_ne!(a, run(43));
+}
+
+#[test]
+fn qwen_perplexity_matches_llama_perplexity() {
+    let Some(path) = qwen() else { return };
+    let fx = fixture("perplexity_qwen.json");
+    let want = fx["perplexity"].as_f64().unwrap();
+    let bin = std::env::var_os("SPROUT_BIN");
+    let Some(bin) = bin else {
+        eprintln!("skipping: SPROUT_BIN (the release sprout binary) not set");
+        return;
+    };
+    let text = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perplexity.txt");
+    let out = std::process::Command::new(bin)
+        .args(["perplexity", "--json", "--ctx", "512", "-t", "2", "-m"])
+        .arg(&path)
+        .arg("-f")
+        .arg(&text)
+        .output()
+        .expect("sprout runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let got = got["perplexity"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() / want < 0.01,
+        "sprout {got} vs llama.cpp {want}"
+    );
+}
