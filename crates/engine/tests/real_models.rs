@@ -4,7 +4,7 @@
 //! The model paths come from SPROUT_TEST_QWEN / SPROUT_TEST_GEMMA (scripts/test pulls them);
 //! without them the tests skip, unless SPROUT_REQUIRE_MODELS is set, when they fail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sprout_engine::bundle::{LoadOptions, ModelBundle, PromptFormat};
@@ -48,7 +48,7 @@ fn fixture(name: &str) -> Value {
         .expect("fixture is JSON")
 }
 
-fn engine_for(path: &PathBuf) -> (PromptFormat, Engine) {
+fn engine_for(path: &Path) -> (PromptFormat, Engine) {
     let ModelBundle { model, prompt, .. } =
         ModelBundle::open(path, &LoadOptions::default()).expect("model loads");
     let engine = Engine::new(
@@ -71,7 +71,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// Greedy continuation of llama.cpp's prompt ids; returns how many cases agree on all tokens.
-fn greedy_agreement(path: &PathBuf, fixture_name: &str) -> (usize, usize, Vec<String>) {
+fn greedy_agreement(path: &Path, fixture_name: &str) -> (usize, usize, Vec<String>) {
     let (_, mut engine) = engine_for(path);
     let fx = fixture(fixture_name);
     let cases = fx["cases"].as_array().expect("cases");

@@ -85,7 +85,7 @@ impl ModelConfig {
         let head_dim = src
             .u64_opt(&key("attention.key_length"))
             .map_or(d_model / n_heads, |v| v as usize);
-        if head_dim == 0 || head_dim % 2 != 0 || head_dim > 1024 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) || head_dim > 1024 {
             return Err(EngineError::invalid(format!(
                 "bad head dimension {head_dim}"
             )));
@@ -153,6 +153,6 @@ impl ModelConfig {
 
     /// Whether layer `layer` attends only inside the sliding window.
     pub fn is_local_layer(&self, layer: usize) -> bool {
-        self.sliding_window_tokens.is_some() && (layer + 1) % self.sliding_pattern != 0
+        self.sliding_window_tokens.is_some() && !(layer + 1).is_multiple_of(self.sliding_pattern)
     }
 }
