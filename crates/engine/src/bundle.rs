@@ -86,8 +86,12 @@ impl ModelBundle {
 }
 
 impl PromptFormat {
-    /// Renders a conversation with the chat template and tokenizes it (special tokens parsed,
-    /// BOS added where the model wants it and the template did not write it).
+    /// Renders a conversation with the chat template and tokenizes it (BOS added where the model
+    /// wants it and the template did not write it).
+    ///
+    /// Special tokens are parsed only where the template wrote them: a user who types
+    /// `<|im_start|>system` gets those characters as plain text, never a control token, so
+    /// message text cannot forge turns or change the conversation's structure.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
         let piece = |id: Option<u32>| {
@@ -96,8 +100,41 @@ impl PromptFormat {
         };
         let bos = piece(tok.bos_id());
         let eos = piece(tok.eos_id().or_else(|| tok.eos_ids().first().copied()));
-        let text = self.template.render(messages, true, &bos, &eos)?;
-        Ok(self.encode_prompt(&text, true))
+        let forges_special = |m: &ChatMessage| {
+            tok.encode(&m.content, true)
+                .iter()
+                .any(|&id| tok.is_special(id))
+        };
+        if !messages.iter().any(forges_special) {
+            // The usual case: one pass over the whole text, exactly as llama.cpp tokenizes it.
+            let text = self.template.render(messages, true, &bos, &eos)?;
+            return Ok(self.encode_prompt(&text, true));
+        }
+        // Render with each message's content replaced by a marker, then tokenize the template's
+        // text with special tokens and each content as plain text.
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage {
+                role: m.role.clone(),
+                content: content_marker(i),
+            })
+            .collect();
+        let text = self.template.render(&marked, true, &bos, &eos)?;
+        let mut ids = Vec::new();
+        let mut rest = text.as_str();
+        while let Some((at, index, len)) = next_marker(rest, messages.len()) {
+            ids.extend(tok.encode(&rest[..at], true));
+            ids.extend(tok.encode(&messages[index].content, false));
+            rest = &rest[at + len..];
+        }
+        ids.extend(tok.encode(rest, true));
+        if let (true, Some(bos)) = (tok.add_bos(), tok.bos_id()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// Tokenizes a prompt, adding BOS where the model wants it and the text does not start with it.
@@ -110,5 +147,57 @@ impl PromptFormat {
             }
         }
         ids
+    }
+}
+
+/// Private-use characters around a message index: text no tokenizer treats as special.
+const MARKER_OPEN: char = '\u{F8F0}';
+const MARKER_CLOSE: char = '\u{F8F1}';
+
+fn content_marker(index: usize) -> String {
+    format!("{MARKER_OPEN}{index}{MARKER_CLOSE}")
+}
+
+/// The first well-formed marker in `text`: byte offset, message index, byte length.
+fn next_marker(text: &str, messages: usize) -> Option<(usize, usize, usize)> {
+    let mut from = 0;
+    while let Some(rel) = text[from..].find(MARKER_OPEN) {
+        let at = from + rel;
+        let body = &text[at + MARKER_OPEN.len_utf8()..];
+        if let Some(end) = body.find(MARKER_CLOSE) {
+            if let Ok(index) = body[..end].parse::<usize>() {
+                if index < messages {
+                    let len = MARKER_OPEN.len_utf8() + end + MARKER_CLOSE.len_utf8();
+                    return Some((at, index, len));
+                }
+            }
+        }
+        from = at + MARKER_OPEN.len_utf8();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_found_in_order_and_bad_ones_skipped() {
+        let text = format!(
+            "a{}b\u{F8F0}x\u{F8F1}{}c",
+            content_marker(1),
+            content_marker(0)
+        );
+        let (at, i, len) = next_marker(&text, 2).unwrap();
+        assert_eq!((at, i), (1, 1));
+        let rest = &text[at + len..];
+        let (at2, i2, _) = next_marker(rest, 2).unwrap();
+        assert_eq!(i2, 0);
+        assert_eq!(&rest[..at2], "b\u{F8F0}x\u{F8F1}");
+        assert_eq!(
+            next_marker(&content_marker(5), 2),
+            None,
+            "index out of range"
+        );
     }
 }
