@@ -31,6 +31,8 @@ pub(crate) struct DecodedRow {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub offset: Vec<f32>,
+    /// Whether `offset` is in use (the row's type has mins); kernels skip it otherwise.
+    pub has_offset: bool,
 }
 
 impl DecodedRow {
@@ -40,6 +42,7 @@ impl DecodedRow {
             q: vec![0; cols],
             scale: vec![0.0; cols / SUB],
             offset: vec![0.0; cols / SUB],
+            has_offset: false,
         }
     }
 

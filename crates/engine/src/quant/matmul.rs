@@ -25,7 +25,7 @@ const TILE: usize = 4;
 pub(crate) enum Isa {
     /// Portable Rust, the reference the SIMD paths are tested against.
     Scalar,
-    /// AVX2 + FMA.
+    /// AVX2 + FMA + F16C.
     Avx2,
 }
 
@@ -102,15 +102,27 @@ pub(crate) fn matmul_with(
     // Integer types have blocks of 32 or 256, so `cols` (whole blocks) is a multiple of GROUP.
     if is_integer(w.ty) {
         let acts = QuantizedActs::new(x);
-        let with_offset = has_offset(w.ty);
+        if n <= TILE {
+            // GEMV-like: one activation tile, so unpack each row into L1 and use it at once.
+            pool.run(n_tasks, &|task| {
+                DECODED.with_borrow_mut(|decoded| {
+                    let d = &mut scratch_rows(decoded, 1, w.cols)[0];
+                    let mut out = [0f32; TILE];
+                    for r in rows_of(task) {
+                        decode_row(isa, d, w, r);
+                        dot_rows(isa, d, &acts, w.cols, 0, n, &mut out);
+                        for (t, &v) in out.iter().enumerate().take(n) {
+                            store(t, r, v);
+                        }
+                    }
+                })
+            });
+            return;
+        }
         pool.run(n_tasks, &|task| {
             DECODED.with_borrow_mut(|decoded| {
                 let rows = rows_of(task);
-                if decoded.len() < ROWS_PER_TASK || decoded[0].q.len() != w.cols {
-                    *decoded = (0..ROWS_PER_TASK)
-                        .map(|_| DecodedRow::new(w.cols))
-                        .collect();
-                }
+                let decoded = scratch_rows(decoded, ROWS_PER_TASK, w.cols);
                 for (d, r) in decoded.iter_mut().zip(rows.clone()) {
                     decode_row(isa, d, w, r);
                 }
@@ -120,18 +132,7 @@ pub(crate) fn matmul_with(
                     for (d, r) in decoded.iter().zip(rows.clone()) {
                         dot_rows(isa, d, &acts, w.cols, t0, nt, &mut out);
                         for (k, &v) in out.iter().enumerate().take(nt) {
-                            let t = t0 + k;
-                            let per_t = w.cols / SUB;
-                            let off = if with_offset {
-                                dot_f32_with(
-                                    isa,
-                                    &d.offset,
-                                    &acts.sum16[t * per_t..(t + 1) * per_t],
-                                )
-                            } else {
-                                0.0
-                            };
-                            store(t, r, v + off);
+                            store(t0 + k, r, v);
                         }
                     }
                 }
@@ -156,13 +157,24 @@ pub(crate) fn matmul_with(
     }
 }
 
+/// The first `rows` per-thread scratch rows, (re)allocated only when the width changes.
+fn scratch_rows(decoded: &mut Vec<DecodedRow>, rows: usize, cols: usize) -> &mut [DecodedRow] {
+    if decoded.len() < rows || decoded[0].q.len() != cols {
+        *decoded = (0..rows.max(ROWS_PER_TASK))
+            .map(|_| DecodedRow::new(cols))
+            .collect();
+    }
+    &mut decoded[..rows]
+}
+
 fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA.
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2, FMA and F16C.
         Isa::Avx2 => unsafe { x86::decode_fast(d, w.ty, w.row(r)) },
         _ => d.decode(w.ty, w.row(r)),
     }
+    d.has_offset = has_offset(w.ty);
 }
 
 fn dot_rows(
@@ -176,14 +188,14 @@ fn dot_rows(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx2 is only selected when the CPU reports AVX2 and FMA; shapes were checked
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2, FMA and F16C; shapes were checked
         // by `matmul_with` (rows t0..t0+nt exist, both rows have `cols` elements).
         Isa::Avx2 => unsafe { x86::dot_rows(d, acts, cols, t0, nt, out) },
         _ => dot_rows_scalar(d, acts, cols, t0, nt, out),
     }
 }
 
-/// The scalar integer kernel: the same sums as the SIMD ones, in plain Rust.
+/// The scalar integer kernel: the same sums as the SIMD ones, in plain Rust (offsets included).
 fn dot_rows_scalar(
     d: &DecodedRow,
     acts: &QuantizedActs,
@@ -199,6 +211,14 @@ fn dot_rows_scalar(
         for (s, (wq, aq)) in d.q.chunks_exact(SUB).zip(xq.chunks_exact(SUB)).enumerate() {
             let isum: i32 = wq.iter().zip(aq).map(|(&a, &b)| a as i32 * b as i32).sum();
             acc += isum as f32 * (d.scale[s] * acts.scale[t * (cols / GROUP) + s / 2]);
+        }
+        if d.has_offset {
+            let per_t = cols / SUB;
+            acc += dot_f32_with(
+                Isa::Scalar,
+                &d.offset,
+                &acts.sum16[t * per_t..(t + 1) * per_t],
+            );
         }
         *o = acc;
     }

@@ -4,17 +4,22 @@
 use super::decoded::{DecodedRow, QuantizedActs, GROUP, SUB};
 use std::arch::x86_64::*;
 
+mod unpack;
+pub(crate) use unpack::decode_fast;
+
 /// Activation rows processed per weight row pass (accumulators kept in registers).
 pub(crate) const TILE: usize = 4;
 
 /// Whether this CPU runs the kernels here.
 pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// Horizontal sum of eight f32 lanes.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -22,13 +27,12 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// `out[k] = Σ_i w[i] * x[t0 + k][i]` for `k < nt` (≤ [`TILE`]), integer parts only; weight
-/// offsets are added by the caller.
+/// `out[k] = Σ_i w[i] * x[t0 + k][i]` for `k < nt` (≤ [`TILE`]), weight offsets included.
 ///
 /// # Safety
-/// Requires AVX2 and FMA ([`available`]); `acts` holds rows `t0..t0+nt` of `cols` elements,
-/// and `w` a row of `cols` elements.
-#[target_feature(enable = "avx2,fma")]
+/// Requires AVX2, FMA and F16C ([`available`]); `acts` holds rows `t0..t0+nt` of `cols`
+/// elements, and `w` a row of `cols` elements.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_rows(
     w: &DecodedRow,
     acts: &QuantizedActs,
@@ -37,40 +41,137 @@ pub(crate) unsafe fn dot_rows(
     nt: usize,
     out: &mut [f32],
 ) {
-    let groups = cols / GROUP;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); TILE];
-    let wq = w.q.as_ptr();
-    for g in 0..groups {
-        // SAFETY: g*32+32 <= cols = w.q.len(); the unaligned load reads exactly those bytes.
-        let wv = unsafe { _mm256_loadu_si256(wq.add(g * GROUP) as *const __m256i) };
-        let wabs = _mm256_abs_epi8(wv);
-        // Lanes 0..4 hold elements 0..16 (scale 2g), lanes 4..8 elements 16..32 (scale 2g+1).
-        let ws = _mm256_set_m128(_mm_set1_ps(w.scale[2 * g + 1]), _mm_set1_ps(w.scale[2 * g]));
-        for (k, a) in acc.iter_mut().enumerate().take(nt) {
-            let t = t0 + k;
-            let base = t * cols + g * GROUP;
-            // SAFETY: base + 32 <= (t+1)*cols <= acts.q.len().
-            let av = unsafe { _mm256_loadu_si256(acts.q.as_ptr().add(base) as *const __m256i) };
-            // |w| (unsigned) × sign-adjusted x (signed): the pairwise i16 sums stay within
-            // 2×128×127 < 32768, so maddubs does not saturate.
-            let p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv));
-            let p32 = _mm256_madd_epi16(p16, ones);
-            let s = _mm256_mul_ps(ws, _mm256_set1_ps(acts.scale[t * (cols / GROUP) + g]));
-            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *a);
+    debug_assert!(w.q.len() >= cols && w.scale.len() >= cols / SUB && nt <= TILE);
+    debug_assert!(acts.q.len() >= (t0 + nt) * cols);
+    let offsets = w.has_offset;
+    // SAFETY (all arms): forwarded from the caller; N = nt.
+    unsafe {
+        match (nt, offsets) {
+            (1, false) => dot_tile::<1, false>(w, acts, cols, t0, out),
+            (2, false) => dot_tile::<2, false>(w, acts, cols, t0, out),
+            (3, false) => dot_tile::<3, false>(w, acts, cols, t0, out),
+            (4, false) => dot_tile::<4, false>(w, acts, cols, t0, out),
+            (1, true) => dot_tile::<1, true>(w, acts, cols, t0, out),
+            (2, true) => dot_tile::<2, true>(w, acts, cols, t0, out),
+            (3, true) => dot_tile::<3, true>(w, acts, cols, t0, out),
+            (4, true) => dot_tile::<4, true>(w, acts, cols, t0, out),
+            _ => {}
         }
     }
-    for k in 0..nt {
-        out[k] = hsum(acc[k]);
+}
+
+/// Sum of the 32 products `|w|·sign(a, w)` of one group as 8 i32 lanes: lanes 0..4 hold
+/// elements 0..16, lanes 4..8 elements 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_dot(wabs: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    // |w| (unsigned) × sign-adjusted x (signed): the pairwise i16 sums stay within
+    // 2×128×127 < 32768, so maddubs does not saturate.
+    _mm256_madd_epi16(
+        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(a, w)),
+        _mm256_set1_epi16(1),
+    )
+}
+
+/// The kernel of [`dot_rows`] for `N` activation rows. Per 128 elements and activation row,
+/// the four groups' i32 lanes are reduced with two rounds of `hadd` to one vector of the eight
+/// 16-element sums (order: first halves of groups 0..4, then second halves), converted once and
+/// multiplied by weight scales permuted into that order times the activation scales: one
+/// convert and one FMA per 128 elements instead of per 32.
+///
+/// # Safety
+/// As [`dot_rows`], with `nt = N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tile<const N: usize, const OFFSETS: bool>(
+    w: &DecodedRow,
+    acts: &QuantizedActs,
+    cols: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let groups = cols / GROUP;
+    let chunks = groups / 4;
+    let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_off = [_mm256_setzero_ps(); N];
+    let wq = w.q.as_ptr();
+    let ws = w.scale.as_ptr();
+    let wo = w.offset.as_ptr();
+    let aq: [*const i8; N] = std::array::from_fn(|k| {
+        // SAFETY: row t0 + k < t0 + nt exists (caller contract).
+        unsafe { acts.q.as_ptr().add((t0 + k) * cols) }
+    });
+    let asc: [*const f32; N] = std::array::from_fn(|k| {
+        // SAFETY: as above, `groups` scales per row.
+        unsafe { acts.scale.as_ptr().add((t0 + k) * groups) }
+    });
+    let asum: [*const f32; N] = std::array::from_fn(|k| {
+        // SAFETY: as above, `2 * groups` sums per row.
+        unsafe { acts.sum16.as_ptr().add((t0 + k) * 2 * groups) }
+    });
+    for c in 0..chunks {
+        // SAFETY: chunk c covers elements 128c..128c+128 <= cols of every row read here, and
+        // scales/offsets/sums 8c..8c+8 <= cols/16.
+        unsafe {
+            let base = 128 * c;
+            let wv: [__m256i; 4] =
+                std::array::from_fn(
+                    |g| _mm256_loadu_si256(wq.add(base + 32 * g) as *const __m256i),
+                );
+            let wa: [__m256i; 4] = std::array::from_fn(|g| _mm256_abs_epi8(wv[g]));
+            let wsc = _mm256_permutevar8x32_ps(_mm256_loadu_ps(ws.add(8 * c)), perm);
+            let woff = if OFFSETS {
+                _mm256_loadu_ps(wo.add(8 * c))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for k in 0..N {
+                let a = |g: usize| _mm256_loadu_si256(aq[k].add(base + 32 * g) as *const __m256i);
+                let m0 = group_dot(wa[0], wv[0], a(0));
+                let m1 = group_dot(wa[1], wv[1], a(1));
+                let m2 = group_dot(wa[2], wv[2], a(2));
+                let m3 = group_dot(wa[3], wv[3], a(3));
+                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
+                let xs = _mm256_broadcast_ps(&*(asc[k].add(4 * c) as *const __m128));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[k]);
+                if OFFSETS {
+                    acc_off[k] =
+                        _mm256_fmadd_ps(woff, _mm256_loadu_ps(asum[k].add(8 * c)), acc_off[k]);
+                }
+            }
+        }
     }
-    debug_assert_eq!(w.scale.len(), cols / SUB);
+    for g in 4 * chunks..groups {
+        // SAFETY: group g covers elements 32g..32g+32 <= cols; scales 2g, 2g+1 < cols/16.
+        unsafe {
+            let wv = _mm256_loadu_si256(wq.add(32 * g) as *const __m256i);
+            let wa = _mm256_abs_epi8(wv);
+            let wsc = _mm256_set_m128(_mm_set1_ps(*ws.add(2 * g + 1)), _mm_set1_ps(*ws.add(2 * g)));
+            for k in 0..N {
+                let a = _mm256_loadu_si256(aq[k].add(32 * g) as *const __m256i);
+                let m = group_dot(wa, wv, a);
+                let s = _mm256_mul_ps(wsc, _mm256_set1_ps(*asc[k].add(g)));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, acc[k]);
+            }
+        }
+    }
+    for k in 0..N {
+        let mut v = hsum(_mm256_add_ps(acc[k], acc_off[k]));
+        if OFFSETS {
+            for s in 8 * chunks..2 * groups {
+                // SAFETY: s < cols/16, within both the offsets and this row's sums.
+                v += unsafe { *wo.add(s) * *asum[k].add(s) };
+            }
+        }
+        out[k] = v;
+    }
 }
 
 /// Dot product of two equal-length f32 slices.
 ///
 /// # Safety
 /// Requires AVX2 and FMA ([`available`]).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -101,105 +202,4 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         total += a[j] * b[j];
     }
     total
-}
-
-/// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block into `q` with AVX2 (the decode path's hot
-/// types); returns false for other types, which take the generic decoder.
-///
-/// # Safety
-/// Requires AVX2 and FMA ([`available`]); `b` is one whole block of `ty`, `q` has 32 elements.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn decode_block32(ty: super::GgmlType, b: &[u8], q: &mut [i8]) -> bool {
-    use super::GgmlType as T;
-    let low4 = _mm_set1_epi8(0xF);
-    let v = match ty {
-        // SAFETY (all arms): the block has at least the bytes read (18, 22 or 34).
-        T::Q8_0 => unsafe { _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i) },
-        T::Q4_0 | T::Q5_0 => {
-            let at = if ty == T::Q4_0 { 2 } else { 6 };
-            let qs = unsafe { _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i) };
-            let lo = _mm_and_si128(qs, low4);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), low4);
-            let nibbles = _mm256_set_m128i(hi, lo);
-            if ty == T::Q4_0 {
-                _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
-            } else {
-                // Spread bit j of qh to byte j: broadcast the 4 bytes, pick byte j/8 for lane j,
-                // test bit j%8, and turn a clear bit into -16 (x - 16 + 16·bit).
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]) as i32;
-                let bytes = _mm256_shuffle_epi8(
-                    _mm256_set1_epi32(qh),
-                    _mm256_set_epi64x(
-                        0x0303030303030303,
-                        0x0202020202020202,
-                        0x0101010101010101,
-                        0,
-                    ),
-                );
-                let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-                let minus16 = _mm256_andnot_si256(set, _mm256_set1_epi8(-16));
-                _mm256_add_epi8(nibbles, minus16)
-            }
-        }
-        _ => return false,
-    };
-    // SAFETY: q has 32 elements.
-    unsafe { _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v) };
-    true
-}
-
-/// [`decode`] with AVX2 unpacking for the 32-element types that need no offsets.
-///
-/// # Safety
-/// Requires AVX2 and FMA ([`available`]); `src` is one row of `ty` matching `w`'s length.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: super::GgmlType, src: &[u8]) {
-    use super::GgmlType as T;
-    if ty == T::Q4K {
-        // SAFETY: AVX2 is enabled in this function; `src` is a Q4_K row of `w`'s length.
-        return unsafe { decode_q4k(w, src) };
-    }
-    if !matches!(ty, T::Q4_0 | T::Q5_0 | T::Q8_0) {
-        return w.decode(ty, src);
-    }
-    let bb = ty.block_bytes();
-    for (i, b) in src.chunks_exact(bb).enumerate() {
-        // SAFETY: AVX2 is enabled here; block and 32-element window are in bounds.
-        unsafe { decode_block32(ty, b, &mut w.q[32 * i..32 * i + 32]) };
-        let d = super::blocks::f16_at(b, 0);
-        w.scale[2 * i] = d;
-        w.scale[2 * i + 1] = d;
-    }
-}
-
-/// Q4_K rows: nibbles split with AVX2, the 6-bit scales and mins decoded in scalar code.
-///
-/// # Safety
-/// Requires AVX2 and FMA ([`available`]); `src` is one Q4_K row matching `w`'s length.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
-    let low4 = _mm256_set1_epi8(0xF);
-    for (i, b) in src.chunks_exact(144).enumerate() {
-        let (d, min) = (super::blocks::f16_at(b, 0), super::blocks::f16_at(b, 2));
-        for j in 0..8 {
-            let (s, m) = super::blocks::scale_min_k4(j, &b[4..16]);
-            let (sc, off) = (d * s as f32, -(min * m as f32));
-            w.scale[16 * i + 2 * j..16 * i + 2 * j + 2].fill(sc);
-            w.offset[16 * i + 2 * j..16 * i + 2 * j + 2].fill(off);
-        }
-        for c in 0..4 {
-            // SAFETY: bytes 16+32c..48+32c lie in the 144-byte block; the 64 output bytes
-            // 256i+64c.. lie in the row's `q`.
-            unsafe {
-                let qs = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(qs, low4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low4);
-                let out = w.q.as_mut_ptr().add(256 * i + 64 * c);
-                _mm256_storeu_si256(out as *mut __m256i, lo);
-                _mm256_storeu_si256(out.add(32) as *mut __m256i, hi);
-            }
-        }
-    }
 }

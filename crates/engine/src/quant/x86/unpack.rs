@@ -1,0 +1,183 @@
+//! AVX2 unpacking of weight rows into [`DecodedRow`]s: Q4_0/Q5_0/Q8_0 per 32-element block,
+//! Q4_K and Q6_K per 256, with `f16` scales converted by F16C. Other types take the generic
+//! (auto-vectorized) decoder.
+
+use super::super::blocks::scale_min_k4;
+use super::super::decoded::DecodedRow;
+use super::super::GgmlType;
+use std::arch::x86_64::*;
+
+/// The little-endian `f16` at `b[at..at + 2]` as f32, converted with F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16c_at(b: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block (`ty` one of those) into a vector.
+///
+/// # Safety
+/// Requires AVX2 ([`super::available`]); `b` is one whole block of `ty`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
+    debug_assert_eq!(b.len(), ty.block_bytes());
+    let low4 = _mm_set1_epi8(0xF);
+    match ty {
+        // SAFETY (all arms): the block has at least the bytes read (18, 22 or 34).
+        GgmlType::Q8_0 => unsafe { _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i) },
+        _ => {
+            let at = if ty == GgmlType::Q4_0 { 2 } else { 6 };
+            let qs = unsafe { _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i) };
+            let lo = _mm_and_si128(qs, low4);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), low4);
+            let nibbles = _mm256_set_m128i(hi, lo);
+            if ty == GgmlType::Q4_0 {
+                _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+            } else {
+                // Spread bit j of qh to byte j: broadcast the 4 bytes, pick byte j/8 for lane j,
+                // test bit j%8, and turn a clear bit into -16 (x - 16 + 16·bit).
+                let qh = unsafe { (b.as_ptr().add(2) as *const i32).read_unaligned() };
+                let bytes = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(qh),
+                    _mm256_set_epi64x(
+                        0x0303030303030303,
+                        0x0202020202020202,
+                        0x0101010101010101,
+                        0,
+                    ),
+                );
+                let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                let minus16 = _mm256_andnot_si256(set, _mm256_set1_epi8(-16));
+                _mm256_add_epi8(nibbles, minus16)
+            }
+        }
+    }
+}
+
+/// Unpacks one row of `ty` into `w` (the same result as [`DecodedRow::decode`]).
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C ([`super::available`]); `src` is one row of `ty` of `w`'s length.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
+    match ty {
+        // SAFETY (both): AVX2 is enabled here; `src` is a row of `w`'s length.
+        GgmlType::Q4K => unsafe { decode_q4k(w, src) },
+        GgmlType::Q6K => unsafe { decode_q6k(w, src) },
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            let bb = ty.block_bytes();
+            let blocks = src.len() / bb;
+            assert!(
+                w.q.len() >= 32 * blocks && w.scale.len() >= 2 * blocks,
+                "row shape"
+            );
+            for (i, b) in src.chunks_exact(bb).enumerate() {
+                // SAFETY: AVX2 is enabled; 32i + 32 <= q.len() and 2i + 2 <= scale.len()
+                // (asserted above).
+                unsafe {
+                    let v = block32(ty, b);
+                    _mm256_storeu_si256(w.q.as_mut_ptr().add(32 * i) as *mut __m256i, v);
+                    let d = f16c_at(b, 0);
+                    *w.scale.get_unchecked_mut(2 * i) = d;
+                    *w.scale.get_unchecked_mut(2 * i + 1) = d;
+                }
+            }
+        }
+        _ => w.decode(ty, src),
+    }
+}
+
+/// Q4_K rows: nibbles split with AVX2, the 6-bit scales and mins decoded in scalar code.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C; `src` is one Q4_K row matching `w`'s length.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
+    let low4 = _mm256_set1_epi8(0xF);
+    assert!(w.q.len() >= src.len() / 144 * 256, "row shape");
+    for (i, b) in src.chunks_exact(144).enumerate() {
+        let (d, min) = (f16c_at(b, 0), f16c_at(b, 2));
+        let sc = &mut w.scale[16 * i..16 * i + 16];
+        let off = &mut w.offset[16 * i..16 * i + 16];
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &b[4..16]);
+            let (s, m) = (d * s as f32, -(min * m as f32));
+            sc[2 * j] = s;
+            sc[2 * j + 1] = s;
+            off[2 * j] = m;
+            off[2 * j + 1] = m;
+        }
+        for c in 0..4 {
+            // SAFETY: bytes 16+32c..48+32c lie in the 144-byte block; the 64 output bytes
+            // 256i+64c.. lie in the row's `q` (asserted above).
+            unsafe {
+                let qs = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(qs, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low4);
+                let out = w.q.as_mut_ptr().add(256 * i + 64 * c);
+                _mm256_storeu_si256(out as *mut __m256i, lo);
+                _mm256_storeu_si256(out.add(32) as *mut __m256i, hi);
+            }
+        }
+    }
+}
+
+/// Q6_K rows: per 128 elements, low nibbles from `ql` and 2-bit highs from `qh` (element
+/// `l + 32·quarter` takes nibble `quarter / 2` of `ql[l + 32·(quarter % 2)]` and bits
+/// `2·quarter` of `qh[l]`), minus 32; the sixteen i8 scales times `d`.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C; `src` is one Q6_K row matching `w`'s length.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
+    let low4 = _mm256_set1_epi8(0xF);
+    let high2 = _mm256_set1_epi8(0x30);
+    let bias = _mm256_set1_epi8(32);
+    assert!(w.q.len() >= src.len() / 210 * 256, "row shape");
+    for (i, b) in src.chunks_exact(210).enumerate() {
+        let d = _mm256_set1_ps(f16c_at(b, 208));
+        // SAFETY: all reads lie in the 210-byte block (ql 0..128, qh 128..192, scales
+        // 192..208); the writes 256i..256i+256 lie in `q` (asserted above) and 16i..16i+16
+        // in `scale` (one scale per 16 elements of the row).
+        unsafe {
+            let s8 = _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i);
+            let s_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8));
+            let s_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(s8)));
+            assert!(w.scale.len() >= 16 * i + 16, "row shape");
+            let sp = w.scale.as_mut_ptr().add(16 * i);
+            _mm256_storeu_ps(sp, _mm256_mul_ps(d, s_lo));
+            _mm256_storeu_ps(sp.add(8), _mm256_mul_ps(d, s_hi));
+            for h in 0..2 {
+                let qa = _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i);
+                let qb = _mm256_loadu_si256(b.as_ptr().add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * h) as *const __m256i);
+                let parts = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(qa, low4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(qb, low4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4),
+                        _mm256_and_si256(qh, high2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high2),
+                    ),
+                ];
+                let out = w.q.as_mut_ptr().add(256 * i + 128 * h);
+                for (quarter, p) in parts.into_iter().enumerate() {
+                    let v = _mm256_sub_epi8(p, bias);
+                    _mm256_storeu_si256(out.add(32 * quarter) as *mut __m256i, v);
+                }
+            }
+        }
+    }
+}
