@@ -515,20 +515,35 @@ fn write_llama_config() -> String {
 
 #[test]
 fn real_gguf_models_parse() {
-    // (file, architecture, tensors, tokens, layers): counted by an independent header reader.
+    // (env var, file, architecture, tensors, tokens, layers): counted by an independent header reader.
     let models = [
         (
+            "SPROUT_TEST_QWEN",
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             "qwen2",
             291,
             151_936,
             24,
         ),
-        ("gemma-3-270m-q4_k_m.gguf", "gemma3", 236, 262_144, 18),
+        (
+            "SPROUT_TEST_GEMMA",
+            "gemma-3-270m-q4_k_m.gguf",
+            "gemma3",
+            236,
+            262_144,
+            18,
+        ),
     ];
-    for (file, arch, n_tensors, n_tokens, n_layers) in models {
-        let path = Path::new("/work/models").join(file);
+    for (var, file, arch, n_tensors, n_tokens, n_layers) in models {
+        let path = std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new("/work/models").join(file));
         if !path.is_file() {
+            assert!(
+                std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+                "{var}: {} missing",
+                path.display()
+            );
             eprintln!("skipping {}: not present", path.display());
             continue;
         }

@@ -14,6 +14,10 @@ fn load(env: &str, default: &str) -> Option<Tokenizer> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(default));
     if !path.exists() {
+        assert!(
+            std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+            "test model missing"
+        );
         eprintln!("note: {} not found (set {env}); skipping", path.display());
         return None;
     }

@@ -16,6 +16,10 @@ fn model_path(env: &str, default: &str) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
+        assert!(
+            std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+            "test model missing"
+        );
         eprintln!("note: {} not found (set {env}); skipping", path.display());
         None
     }

@@ -22,6 +22,10 @@ fn model_path() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
+        assert!(
+            std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+            "test model missing"
+        );
         eprintln!(
             "skipping: model {} not found (set SPROUT_TEST_QWEN)",
             p.display()
