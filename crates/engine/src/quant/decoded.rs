@@ -1,6 +1,10 @@
-//! One weight row unpacked for integer dot products: every quantized type becomes i8 levels with
-//! an f32 scale and offset per 16 elements (`w = scale * q + offset`), and activations become
-//! i8 with one scale per 32 (Q8_0-like). One kernel per ISA then serves every block type.
+//! One weight row unpacked for integer dot products: every quantized type becomes 8-bit levels
+//! with an f32 scale and offset per 16 elements (`w = scale * q + offset`), and activations
+//! become i8 with one scale per 32 (Q8_0-like). One kernel per ISA then serves every block type.
+//!
+//! Levels are unsigned (0..64) for every type but Q8_0/Q8_1: a signed format's bias (Q5_0's
+//! −16, Q6_K's −32) moves into the offset, so the x86 kernel feeds levels straight into
+//! `maddubs` (u8 × i8) without the `abs`/`sign` pair that signed levels need.
 
 use super::blocks::{f16_at, q3k_scales, scale_min_k4};
 use super::GgmlType;
@@ -18,12 +22,9 @@ pub(crate) fn is_integer(ty: GgmlType) -> bool {
     )
 }
 
-/// Whether `ty` has per-block offsets (mins), which need activation sums.
-pub(crate) fn has_offset(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K
-    )
+/// Whether `ty` unpacks to signed levels (else unsigned ones with a nonzero offset).
+pub(crate) fn is_signed(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q8_1)
 }
 
 /// A weight row unpacked: `q[i]`, `scale[i / 16]`, `offset[i / 16]`.
@@ -31,8 +32,8 @@ pub(crate) struct DecodedRow {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub offset: Vec<f32>,
-    /// Whether `offset` is in use (the row's type has mins); kernels skip it otherwise.
-    pub has_offset: bool,
+    /// Whether levels are signed (Q8_0/Q8_1, no offsets); else unsigned, with offsets.
+    pub signed: bool,
 }
 
 impl DecodedRow {
@@ -42,7 +43,7 @@ impl DecodedRow {
             q: vec![0; cols],
             scale: vec![0.0; cols / SUB],
             offset: vec![0.0; cols / SUB],
-            has_offset: false,
+            signed: false,
         }
     }
 
@@ -72,13 +73,12 @@ fn decode_block(ty: GgmlType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut 
             } else {
                 (f16_at(b, 0), f16_at(b, 2), &b[4..20])
             };
-            let bias = if ty == GgmlType::Q4_0 { 8 } else { 0 };
             for j in 0..16 {
-                q[j] = (qs[j] & 0xF) as i8 - bias;
-                q[j + 16] = (qs[j] >> 4) as i8 - bias;
+                q[j] = (qs[j] & 0xF) as i8;
+                q[j + 16] = (qs[j] >> 4) as i8;
             }
             sc.fill(d);
-            off.fill(m);
+            off.fill(if ty == GgmlType::Q4_0 { -8.0 * d } else { m });
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
             let (d, m, at) = if ty == GgmlType::Q5_0 {
@@ -88,15 +88,14 @@ fn decode_block(ty: GgmlType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut 
             };
             let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
             let qs = &b[at + 4..at + 20];
-            let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
             for j in 0..16 {
                 let h0 = (((qh >> j) & 1) << 4) as u8;
                 let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
-                q[j] = ((qs[j] & 0xF) | h0) as i8 - bias;
-                q[j + 16] = ((qs[j] >> 4) | h1) as i8 - bias;
+                q[j] = ((qs[j] & 0xF) | h0) as i8;
+                q[j + 16] = ((qs[j] >> 4) | h1) as i8;
             }
             sc.fill(d);
-            off.fill(m);
+            off.fill(if ty == GgmlType::Q5_0 { -16.0 * d } else { m });
         }
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
             let at = if ty == GgmlType::Q8_0 { 2 } else { 4 };
@@ -124,12 +123,12 @@ fn decode_block(ty: GgmlType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut 
             for i in 0..256 {
                 let low = ((qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3) as i8;
                 let high = (hmask[i % 32] >> (i / 32)) & 1;
-                q[i] = low - if high != 0 { 0 } else { 4 };
+                q[i] = low + 4 * high as i8;
             }
             for g in 0..16 {
                 sc[g] = d * s[g] as f32;
+                off[g] = -4.0 * sc[g];
             }
-            off.fill(0.0);
         }
         GgmlType::Q4K | GgmlType::Q5K => {
             let (d, min) = (f16_at(b, 0), f16_at(b, 2));
@@ -167,12 +166,12 @@ fn decode_block(ty: GgmlType, b: &[u8], q: &mut [i8], sc: &mut [f32], off: &mut 
                 let (quarter, l) = (r / 32, r % 32);
                 let low = (ql[64 * h + l + 32 * (quarter % 2)] >> (4 * (quarter / 2))) & 0xF;
                 let high = (qh[32 * h + l] >> (2 * quarter)) & 3;
-                q[i] = (low | (high << 4)) as i8 - 32;
+                q[i] = (low | (high << 4)) as i8;
             }
             for g in 0..16 {
                 sc[g] = d * (s[g] as i8) as f32;
+                off[g] = -32.0 * sc[g];
             }
-            off.fill(0.0);
         }
         other => unreachable!("{} is not an integer-decoded type", other.name()),
     }

@@ -6,7 +6,7 @@
 //! (and Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
 //! See docs/kernels.md for the measurements behind these choices.
 
-use super::decoded::{has_offset, is_integer, DecodedRow, QuantizedActs, GROUP, SUB};
+use super::decoded::{is_integer, is_signed, DecodedRow, QuantizedActs, GROUP, SUB};
 #[cfg(target_arch = "x86_64")]
 use super::x86;
 use super::WeightMatrix;
@@ -17,6 +17,11 @@ pub use super::pool::ThreadPool;
 
 /// Weight rows unpacked together and swept by each activation tile (fits L2 for 4864 columns).
 const ROWS_PER_TASK: usize = 16;
+/// Weight rows per task when the whole batch is one activation tile (decode steps).
+const GEMV_ROWS_PER_TASK: usize = 64;
+/// How many rows ahead the GEMV path asks the CPU to fetch weights (DRAM latency ≈ the time
+/// to process two rows of a 0.5B model).
+const PREFETCH_ROWS: usize = 2;
 /// Activation rows per kernel call on the scalar path (the SIMD path uses [`x86::TILE`]).
 const TILE: usize = 4;
 
@@ -104,11 +109,32 @@ pub(crate) fn matmul_with(
         let acts = QuantizedActs::new(x);
         if n <= TILE {
             // GEMV-like: one activation tile, so unpack each row into L1 and use it at once.
+            // Longer runs of rows per task keep each thread's weight stream sequential.
+            let n_tasks = w.rows.div_ceil(GEMV_ROWS_PER_TASK);
+            let rows_of = |task: usize| {
+                task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
+            };
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx2 && x86::gemv::supports(w.ty) {
+                pool.run(n_tasks, &|task| {
+                    // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the type
+                    // is supported, `acts` holds n <= TILE rows of `cols`, the rows exist.
+                    unsafe {
+                        x86::gemv::gemv_block32(w, rows_of(task), &acts, n, &mut |r, t, v| {
+                            store(t, r, v)
+                        })
+                    }
+                });
+                return;
+            }
             pool.run(n_tasks, &|task| {
                 DECODED.with_borrow_mut(|decoded| {
                     let d = &mut scratch_rows(decoded, 1, w.cols)[0];
                     let mut out = [0f32; TILE];
                     for r in rows_of(task) {
+                        if r + PREFETCH_ROWS < w.rows {
+                            prefetch(w.row(r + PREFETCH_ROWS));
+                        }
                         decode_row(isa, d, w, r);
                         dot_rows(isa, d, &acts, w.cols, 0, n, &mut out);
                         for (t, &v) in out.iter().enumerate().take(n) {
@@ -157,6 +183,21 @@ pub(crate) fn matmul_with(
     }
 }
 
+/// Hints the CPU to bring `bytes` into cache (a no-op off x86-64).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..bytes.len()).step_by(64) {
+        // SAFETY: prefetching is a hint that never faults; the address lies inside `bytes`, and
+        // SSE (which provides it) is part of the x86-64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                bytes.as_ptr().add(line) as *const i8,
+            )
+        };
+    }
+}
+
 /// The first `rows` per-thread scratch rows, (re)allocated only when the width changes.
 fn scratch_rows(decoded: &mut Vec<DecodedRow>, rows: usize, cols: usize) -> &mut [DecodedRow] {
     if decoded.len() < rows || decoded[0].q.len() != cols {
@@ -174,7 +215,7 @@ fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
         Isa::Avx2 => unsafe { x86::decode_fast(d, w.ty, w.row(r)) },
         _ => d.decode(w.ty, w.row(r)),
     }
-    d.has_offset = has_offset(w.ty);
+    d.signed = is_signed(w.ty);
 }
 
 fn dot_rows(
@@ -212,7 +253,7 @@ fn dot_rows_scalar(
             let isum: i32 = wq.iter().zip(aq).map(|(&a, &b)| a as i32 * b as i32).sum();
             acc += isum as f32 * (d.scale[s] * acts.scale[t * (cols / GROUP) + s / 2]);
         }
-        if d.has_offset {
+        if !d.signed {
             let per_t = cols / SUB;
             acc += dot_f32_with(
                 Isa::Scalar,

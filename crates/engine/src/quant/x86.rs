@@ -4,6 +4,7 @@
 use super::decoded::{DecodedRow, QuantizedActs, GROUP, SUB};
 use std::arch::x86_64::*;
 
+pub(crate) mod gemv;
 mod unpack;
 pub(crate) use unpack::decode_fast;
 
@@ -43,21 +44,28 @@ pub(crate) unsafe fn dot_rows(
 ) {
     debug_assert!(w.q.len() >= cols && w.scale.len() >= cols / SUB && nt <= TILE);
     debug_assert!(acts.q.len() >= (t0 + nt) * cols);
-    let offsets = w.has_offset;
     // SAFETY (all arms): forwarded from the caller; N = nt.
     unsafe {
-        match (nt, offsets) {
-            (1, false) => dot_tile::<1, false>(w, acts, cols, t0, out),
-            (2, false) => dot_tile::<2, false>(w, acts, cols, t0, out),
-            (3, false) => dot_tile::<3, false>(w, acts, cols, t0, out),
-            (4, false) => dot_tile::<4, false>(w, acts, cols, t0, out),
+        match (nt, w.signed) {
             (1, true) => dot_tile::<1, true>(w, acts, cols, t0, out),
             (2, true) => dot_tile::<2, true>(w, acts, cols, t0, out),
             (3, true) => dot_tile::<3, true>(w, acts, cols, t0, out),
             (4, true) => dot_tile::<4, true>(w, acts, cols, t0, out),
+            (1, false) => dot_tile::<1, false>(w, acts, cols, t0, out),
+            (2, false) => dot_tile::<2, false>(w, acts, cols, t0, out),
+            (3, false) => dot_tile::<3, false>(w, acts, cols, t0, out),
+            (4, false) => dot_tile::<4, false>(w, acts, cols, t0, out),
             _ => {}
         }
     }
+}
+
+/// Sum of the 32 products `w·a` of one group of unsigned levels `w` (< 64) as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_dot_unsigned(w: __m256i, a: __m256i) -> __m256i {
+    // Pairwise i16 sums stay within 2×63×127 < 32768: no saturation.
+    _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
 }
 
 /// Sum of the 32 products `|w|·sign(a, w)` of one group as 8 i32 lanes: lanes 0..4 hold
@@ -73,7 +81,8 @@ fn group_dot(wabs: __m256i, w: __m256i, a: __m256i) -> __m256i {
     )
 }
 
-/// The kernel of [`dot_rows`] for `N` activation rows. Per 128 elements and activation row,
+/// The kernel of [`dot_rows`] for `N` activation rows (`SIGNED`: levels are i8 and there are
+/// no offsets; else levels are unsigned and offsets apply). Per 128 elements and activation row,
 /// the four groups' i32 lanes are reduced with two rounds of `hadd` to one vector of the eight
 /// 16-element sums (order: first halves of groups 0..4, then second halves), converted once and
 /// multiplied by weight scales permuted into that order times the activation scales: one
@@ -82,7 +91,7 @@ fn group_dot(wabs: __m256i, w: __m256i, a: __m256i) -> __m256i {
 /// # Safety
 /// As [`dot_rows`], with `nt = N`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile<const N: usize, const OFFSETS: bool>(
+unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
     w: &DecodedRow,
     acts: &QuantizedActs,
     cols: usize,
@@ -118,23 +127,31 @@ unsafe fn dot_tile<const N: usize, const OFFSETS: bool>(
                 std::array::from_fn(
                     |g| _mm256_loadu_si256(wq.add(base + 32 * g) as *const __m256i),
                 );
-            let wa: [__m256i; 4] = std::array::from_fn(|g| _mm256_abs_epi8(wv[g]));
+            let wa: [__m256i; 4] = if SIGNED {
+                std::array::from_fn(|g| _mm256_abs_epi8(wv[g]))
+            } else {
+                wv
+            };
             let wsc = _mm256_permutevar8x32_ps(_mm256_loadu_ps(ws.add(8 * c)), perm);
-            let woff = if OFFSETS {
+            let woff = if !SIGNED {
                 _mm256_loadu_ps(wo.add(8 * c))
             } else {
                 _mm256_setzero_ps()
             };
             for k in 0..N {
                 let a = |g: usize| _mm256_loadu_si256(aq[k].add(base + 32 * g) as *const __m256i);
-                let m0 = group_dot(wa[0], wv[0], a(0));
-                let m1 = group_dot(wa[1], wv[1], a(1));
-                let m2 = group_dot(wa[2], wv[2], a(2));
-                let m3 = group_dot(wa[3], wv[3], a(3));
-                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
+                let m: [__m256i; 4] = std::array::from_fn(|g| {
+                    if SIGNED {
+                        group_dot(wa[g], wv[g], a(g))
+                    } else {
+                        group_dot_unsigned(wv[g], a(g))
+                    }
+                });
+                let h =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
                 let xs = _mm256_broadcast_ps(&*(asc[k].add(4 * c) as *const __m128));
                 acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[k]);
-                if OFFSETS {
+                if !SIGNED {
                     acc_off[k] =
                         _mm256_fmadd_ps(woff, _mm256_loadu_ps(asum[k].add(8 * c)), acc_off[k]);
                 }
@@ -149,7 +166,11 @@ unsafe fn dot_tile<const N: usize, const OFFSETS: bool>(
             let wsc = _mm256_set_m128(_mm_set1_ps(*ws.add(2 * g + 1)), _mm_set1_ps(*ws.add(2 * g)));
             for k in 0..N {
                 let a = _mm256_loadu_si256(aq[k].add(32 * g) as *const __m256i);
-                let m = group_dot(wa, wv, a);
+                let m = if SIGNED {
+                    group_dot(wa, wv, a)
+                } else {
+                    group_dot_unsigned(wv, a)
+                };
                 let s = _mm256_mul_ps(wsc, _mm256_set1_ps(*asc[k].add(g)));
                 acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, acc[k]);
             }
@@ -157,7 +178,7 @@ unsafe fn dot_tile<const N: usize, const OFFSETS: bool>(
     }
     for k in 0..N {
         let mut v = hsum(_mm256_add_ps(acc[k], acc_off[k]));
-        if OFFSETS {
+        if !SIGNED {
             for s in 8 * chunks..2 * groups {
                 // SAFETY: s < cols/16, within both the offsets and this row's sums.
                 v += unsafe { *wo.add(s) * *asum[k].add(s) };

@@ -122,6 +122,33 @@ fn every_type_every_isa_matches_reference() {
     }
 }
 
+/// Widths with whole 128-element chunks plus a tail of 1..3 groups, more rows than one GEMV
+/// task, and batches on both sides of the GEMV/GEMM switch.
+#[test]
+fn chunk_tails_and_task_boundaries_match_reference() {
+    let mut rng = Rng::new(11);
+    let pool = ThreadPool::new(2);
+    let mut isas = vec![Isa::Scalar];
+    if detected_isa() != Isa::Scalar {
+        isas.push(detected_isa());
+    }
+    for ty in ALL {
+        let widths: &[usize] = if ty.block_elems() == 256 {
+            &[256, 768]
+        } else {
+            &[128, 160, 224, 416]
+        };
+        for &cols in widths {
+            let w = random_matrix(ty, GEMV_ROWS_PER_TASK + 6, cols, &mut rng);
+            for &isa in &isas {
+                for n in [1, 2, 3, 4, 5, 9] {
+                    check(isa, &pool, &w, n, &mut rng);
+                }
+            }
+        }
+    }
+}
+
 /// The SIMD path computes the same integer sums as the scalar one, so they agree to f32 rounding.
 #[test]
 fn simd_equals_scalar() {

@@ -15,13 +15,14 @@ fn f16c_at(b: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-/// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block (`ty` one of those) into a vector.
+/// Unpacks the 32 quants of a Q4_0/Q5_0/Q8_0 block (`ty` one of those) into a vector: Q8_0's
+/// signed, Q4_0's and Q5_0's unsigned (their bias, 8 or 16, left to the caller).
 ///
 /// # Safety
 /// Requires AVX2 ([`super::available`]); `b` is one whole block of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
+pub(super) unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
     debug_assert_eq!(b.len(), ty.block_bytes());
     let low4 = _mm_set1_epi8(0xF);
     match ty {
@@ -34,10 +35,10 @@ unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), low4);
             let nibbles = _mm256_set_m128i(hi, lo);
             if ty == GgmlType::Q4_0 {
-                _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+                nibbles
             } else {
                 // Spread bit j of qh to byte j: broadcast the 4 bytes, pick byte j/8 for lane j,
-                // test bit j%8, and turn a clear bit into -16 (x - 16 + 16·bit).
+                // test bit j%8, and set bit 4 of the level where it is set.
                 let qh = unsafe { (b.as_ptr().add(2) as *const i32).read_unaligned() };
                 let bytes = _mm256_shuffle_epi8(
                     _mm256_set1_epi32(qh),
@@ -50,8 +51,7 @@ unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
                 );
                 let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-                let minus16 = _mm256_andnot_si256(set, _mm256_set1_epi8(-16));
-                _mm256_add_epi8(nibbles, minus16)
+                _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)))
             }
         }
     }
@@ -70,12 +70,19 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
             let bb = ty.block_bytes();
             let blocks = src.len() / bb;
+            let bias = match ty {
+                GgmlType::Q4_0 => -8.0,
+                GgmlType::Q5_0 => -16.0,
+                _ => 0.0,
+            };
             assert!(
-                w.q.len() >= 32 * blocks && w.scale.len() >= 2 * blocks,
+                w.q.len() >= 32 * blocks
+                    && w.scale.len() >= 2 * blocks
+                    && w.offset.len() >= 2 * blocks,
                 "row shape"
             );
             for (i, b) in src.chunks_exact(bb).enumerate() {
-                // SAFETY: AVX2 is enabled; 32i + 32 <= q.len() and 2i + 2 <= scale.len()
+                // SAFETY: AVX2 is enabled; 32i + 32 <= q.len(), 2i + 2 <= scale.len(), offset.len()
                 // (asserted above).
                 unsafe {
                     let v = block32(ty, b);
@@ -83,6 +90,8 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
                     let d = f16c_at(b, 0);
                     *w.scale.get_unchecked_mut(2 * i) = d;
                     *w.scale.get_unchecked_mut(2 * i + 1) = d;
+                    *w.offset.get_unchecked_mut(2 * i) = bias * d;
+                    *w.offset.get_unchecked_mut(2 * i + 1) = bias * d;
                 }
             }
         }
@@ -127,7 +136,7 @@ unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
 
 /// Q6_K rows: per 128 elements, low nibbles from `ql` and 2-bit highs from `qh` (element
 /// `l + 32·quarter` takes nibble `quarter / 2` of `ql[l + 32·(quarter % 2)]` and bits
-/// `2·quarter` of `qh[l]`), minus 32; the sixteen i8 scales times `d`.
+/// `2·quarter` of `qh[l]`), kept unsigned; the sixteen i8 scales times `d`, offsets −32 × those.
 ///
 /// # Safety
 /// Requires AVX2, FMA and F16C; `src` is one Q6_K row matching `w`'s length.
@@ -135,7 +144,7 @@ unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
 unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
     let low4 = _mm256_set1_epi8(0xF);
     let high2 = _mm256_set1_epi8(0x30);
-    let bias = _mm256_set1_epi8(32);
+    let minus32 = _mm256_set1_ps(-32.0);
     assert!(w.q.len() >= src.len() / 210 * 256, "row shape");
     for (i, b) in src.chunks_exact(210).enumerate() {
         let d = _mm256_set1_ps(f16c_at(b, 208));
@@ -146,10 +155,17 @@ unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
             let s8 = _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i);
             let s_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8));
             let s_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(s8)));
-            assert!(w.scale.len() >= 16 * i + 16, "row shape");
+            assert!(
+                w.scale.len() >= 16 * i + 16 && w.offset.len() >= 16 * i + 16,
+                "row shape"
+            );
+            let (s_lo, s_hi) = (_mm256_mul_ps(d, s_lo), _mm256_mul_ps(d, s_hi));
             let sp = w.scale.as_mut_ptr().add(16 * i);
-            _mm256_storeu_ps(sp, _mm256_mul_ps(d, s_lo));
-            _mm256_storeu_ps(sp.add(8), _mm256_mul_ps(d, s_hi));
+            _mm256_storeu_ps(sp, s_lo);
+            _mm256_storeu_ps(sp.add(8), s_hi);
+            let op = w.offset.as_mut_ptr().add(16 * i);
+            _mm256_storeu_ps(op, _mm256_mul_ps(minus32, s_lo));
+            _mm256_storeu_ps(op.add(8), _mm256_mul_ps(minus32, s_hi));
             for h in 0..2 {
                 let qa = _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i);
                 let qb = _mm256_loadu_si256(b.as_ptr().add(64 * h + 32) as *const __m256i);
@@ -174,8 +190,7 @@ unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
                 ];
                 let out = w.q.as_mut_ptr().add(256 * i + 128 * h);
                 for (quarter, p) in parts.into_iter().enumerate() {
-                    let v = _mm256_sub_epi8(p, bias);
-                    _mm256_storeu_si256(out.add(32 * quarter) as *mut __m256i, v);
+                    _mm256_storeu_si256(out.add(32 * quarter) as *mut __m256i, p);
                 }
             }
         }

@@ -1,0 +1,173 @@
+//! Fused GEMV for the 32-element block types (Q4_0, Q5_0, Q8_0) with up to [`TILE`] activation
+//! rows: each block is unpacked in registers and multiplied at once, with no scratch row. This
+//! is the decode step's path (n = 1 per sequence), where the per-row unpack round trip and
+//! per-row dispatch cost as much as the arithmetic on 896-wide rows.
+
+use super::super::decoded::{QuantizedActs, GROUP};
+use super::super::{GgmlType, WeightMatrix};
+use super::unpack::block32;
+use super::{group_dot, group_dot_unsigned, hsum};
+use std::arch::x86_64::*;
+
+/// Whether [`gemv_block32`] handles `ty`.
+pub(crate) fn supports(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// For every row `r` in `rows`, `store(r, k, Σ_i w[r][i] * x[k][i])` for `k < n` (≤ [`TILE`]).
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports`]; `acts` holds
+/// `n` rows of `w.cols` elements; `rows` lies within `w.rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_block32(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    store: &mut dyn FnMut(usize, usize, f32),
+) {
+    // SAFETY (all arms): forwarded from the caller.
+    unsafe {
+        match (n, w.ty == GgmlType::Q8_0) {
+            (1, true) => gemv::<1, true>(w, rows, acts, store),
+            (2, true) => gemv::<2, true>(w, rows, acts, store),
+            (3, true) => gemv::<3, true>(w, rows, acts, store),
+            (4, true) => gemv::<4, true>(w, rows, acts, store),
+            (1, false) => gemv::<1, false>(w, rows, acts, store),
+            (2, false) => gemv::<2, false>(w, rows, acts, store),
+            (3, false) => gemv::<3, false>(w, rows, acts, store),
+            (4, false) => gemv::<4, false>(w, rows, acts, store),
+            _ => {}
+        }
+    }
+}
+
+/// Builds `[d0, d1, d2, d3, d0, d1, d2, d3]` from the `f16` scales at the start of four
+/// consecutive blocks of `bb` bytes at `p` (the order of the `hadd`-reduced sums).
+///
+/// # Safety
+/// Requires F16C; `p` points at four whole blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales4(p: *const u8, bb: usize) -> __m256 {
+    // SAFETY: each read is the first two bytes of one of the four blocks.
+    let h = |i: usize| unsafe { (p.add(i * bb) as *const i16).read_unaligned() };
+    let d = _mm_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), 0, 0, 0, 0));
+    _mm256_set_m128(d, d)
+}
+
+/// [`gemv_block32`] for `N` activation rows; `SIGNED` for Q8_0, else the unsigned levels'
+/// bias (8 or 16 per level) is subtracted once per block through the activation sums.
+///
+/// # Safety
+/// As [`gemv_block32`] with `n = N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv<const N: usize, const SIGNED: bool>(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    store: &mut dyn FnMut(usize, usize, f32),
+) {
+    let (ty, cols) = (w.ty, w.cols);
+    let bb = ty.block_bytes();
+    let blocks = cols / GROUP;
+    let chunks = blocks / 4;
+    let row_bytes = blocks * bb;
+    assert!(
+        acts.q.len() >= N * cols && acts.scale.len() >= N * blocks && rows.end <= w.rows,
+        "gemv shapes"
+    );
+    let data: &[u8] = &w.data;
+    let bias = _mm256_set1_ps(if ty == GgmlType::Q4_0 { -8.0 } else { -16.0 });
+    let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    assert!(acts.sum16.len() >= N * 2 * blocks, "gemv shapes");
+    let asum: [*const f32; N] = std::array::from_fn(|k| acts.sum16[k * 2 * blocks..].as_ptr());
+    let aq: [*const i8; N] = std::array::from_fn(|k| acts.q[k * cols..].as_ptr());
+    let asc: [*const f32; N] = std::array::from_fn(|k| acts.scale[k * blocks..].as_ptr());
+    for r in rows {
+        // SAFETY: row r < w.rows, so its `row_bytes` bytes lie in `data`; prefetching further
+        // rows is a hint that never faults.
+        let row = unsafe { data.as_ptr().add(r * row_bytes) };
+        for line in (0..row_bytes).step_by(64) {
+            // A prefetch hint never faults, even past the end of the data.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(2 * row_bytes + line) as *const i8);
+        }
+        let mut acc = [_mm256_setzero_ps(); N];
+        for c in 0..chunks {
+            // SAFETY: blocks 4c..4c+4 lie in the row; activation elements 128c..128c+128 and
+            // scales 4c..4c+4 lie in each of the N rows (asserted above).
+            unsafe {
+                let p = row.add(4 * c * bb);
+                let block = |i: usize| std::slice::from_raw_parts(p.add(i * bb), bb);
+                let wv: [__m256i; 4] = std::array::from_fn(|i| block32(ty, block(i)));
+                let wa: [__m256i; 4] = std::array::from_fn(|i| _mm256_abs_epi8(wv[i]));
+                let ws = scales4(p, bb);
+                let wb = _mm256_mul_ps(ws, bias);
+                for k in 0..N {
+                    let a = |g: usize| {
+                        _mm256_loadu_si256(aq[k].add(128 * c + 32 * g) as *const __m256i)
+                    };
+                    let m: [__m256i; 4] = std::array::from_fn(|g| {
+                        if SIGNED {
+                            group_dot(wa[g], wv[g], a(g))
+                        } else {
+                            group_dot_unsigned(wv[g], a(g))
+                        }
+                    });
+                    let h = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(m[0], m[1]),
+                        _mm256_hadd_epi32(m[2], m[3]),
+                    );
+                    if !SIGNED {
+                        // Sums per 16 in the same (permuted) order as `h` and `ws`.
+                        let sums = _mm256_loadu_ps(asum[k].add(8 * c));
+                        let sums = _mm256_permutevar8x32_ps(sums, perm);
+                        acc[k] = _mm256_fmadd_ps(wb, sums, acc[k]);
+                    }
+                    let xs = _mm256_broadcast_ps(&*(asc[k].add(4 * c) as *const __m128));
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(ws, xs), acc[k]);
+                }
+            }
+        }
+        for g in 4 * chunks..blocks {
+            // SAFETY: block g lies in the row; elements 32g..32g+32 and scale g in each row.
+            unsafe {
+                let b = std::slice::from_raw_parts(row.add(g * bb), bb);
+                let wv = block32(ty, b);
+                let wa = _mm256_abs_epi8(wv);
+                let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                    (row.add(g * bb) as *const u16).read_unaligned() as i32,
+                )));
+                for k in 0..N {
+                    let a = _mm256_loadu_si256(aq[k].add(32 * g) as *const __m256i);
+                    let s = _mm256_set1_ps(d * *asc[k].add(g));
+                    let m = if SIGNED {
+                        group_dot(wa, wv, a)
+                    } else {
+                        group_dot_unsigned(wv, a)
+                    };
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, acc[k]);
+                    if !SIGNED {
+                        // Lanes 0 and 4 carry this block's two halves' sums once each.
+                        let sums = _mm256_setr_ps(
+                            *asum[k].add(2 * g),
+                            0.0,
+                            0.0,
+                            0.0,
+                            *asum[k].add(2 * g + 1),
+                            0.0,
+                            0.0,
+                            0.0,
+                        );
+                        acc[k] =
+                            _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), bias), sums, acc[k]);
+                    }
+                }
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            store(r, k, hsum(*a));
+        }
+    }
+}
