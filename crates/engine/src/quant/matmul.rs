@@ -106,7 +106,12 @@ pub(crate) fn matmul_with(
     let store = |t: usize, r: usize, v: f32| unsafe { *y_ptr.get().add(t * w.rows + r) = v };
     // Integer types have blocks of 32 or 256, so `cols` (whole blocks) is a multiple of GROUP.
     if is_integer(w.ty) {
-        let acts = QuantizedActs::new(x);
+        let acts = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2 is only selected when the CPU reports AVX2, FMA and F16C.
+            Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
+            _ => QuantizedActs::new(x),
+        };
         if n <= TILE {
             // GEMV-like: one activation tile, so unpack each row into L1 and use it at once.
             // Longer runs of rows per task keep each thread's weight stream sequential.

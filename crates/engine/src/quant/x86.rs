@@ -224,3 +224,54 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
     total
 }
+
+/// Quantizes `x` (a multiple of 32 long) into `q` (i8, one `scale` per 32) and `sum16`
+/// (`scale · Σq` per 16), like [`super::decoded::QuantizedActs::new`] but rounding half to even.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C ([`available`]); `q.len() == x.len()`, `scale.len() ==
+/// x.len() / 32`, `sum16.len() == x.len() / 16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_acts(x: &[f32], q: &mut [i8], scale: &mut [f32], sum16: &mut [f32]) {
+    assert!(
+        q.len() == x.len() && scale.len() * GROUP == x.len() && sum16.len() * SUB == x.len(),
+        "activation buffer shapes"
+    );
+    let sign = _mm256_set1_ps(-0.0);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for g in 0..scale.len() {
+        // SAFETY: group g's 32 inputs and outputs are in bounds (asserted above).
+        unsafe {
+            let p = x.as_ptr().add(GROUP * g);
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &v| {
+                _mm256_max_ps(m, _mm256_andnot_ps(sign, v))
+            });
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let i: [__m256i; 4] = std::array::from_fn(|k| {
+                _mm256_cvtps_epi32(_mm256_round_ps::<
+                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                >(_mm256_mul_ps(v[k], id)))
+            });
+            // packs interleave 128-bit lanes; the permutation restores element order.
+            let w16a = _mm256_packs_epi32(i[0], i[1]);
+            let w16b = _mm256_packs_epi32(i[2], i[3]);
+            let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), order);
+            _mm256_storeu_si256(q.as_mut_ptr().add(GROUP * g) as *mut __m256i, b);
+            let half = |a: __m256i, b: __m256i| {
+                let s = _mm256_add_epi32(a, b);
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                _mm_cvtsi128_si32(s) as f32
+            };
+            *scale.get_unchecked_mut(g) = d;
+            *sum16.get_unchecked_mut(2 * g) = d * half(i[0], i[1]);
+            *sum16.get_unchecked_mut(2 * g + 1) = d * half(i[2], i[3]);
+        }
+    }
+}
