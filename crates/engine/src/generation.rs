@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn earliest_of_many_stops_wins() {
         assert_eq!(feed(&["zz", "b", "abc"], &["xxabc"]), ("xx".into(), true));
-        assert_eq!(feed(&["zz", "c", "abc"], &["xxab", "c"]), ("xx".into(), true));
+        assert_eq!(
+            feed(&["zz", "c", "abc"], &["xxab", "c"]),
+            ("xx".into(), true)
+        );
     }
 
     #[test]
