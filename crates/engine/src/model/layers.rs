@@ -129,54 +129,72 @@ pub fn attention(
     let block_tokens = kv.block_tokens();
     let out_ptr = SendPtr(out.as_mut_ptr());
     pool.run(n_tokens * cfg.n_kv_heads, &|task| {
-        let t = task / cfg.n_kv_heads;
-        let g = task % cfg.n_kv_heads;
-        let pos = place.positions[t];
-        let seq = place.seqs[place.seq_of_token[t]];
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let n_ctx = pos + 1 - first;
-        let mut scores = vec![0f32; n_ctx * group];
-        for j in 0..n_ctx {
-            let (b, s) = seq.locate(first + j, block_tokens);
-            let k = &kv.key(layer, b, s)[g * hd..(g + 1) * hd];
-            for h in 0..group {
-                let head = g * group + h;
-                let qh = &q[t * q_width + head * hd..t * q_width + (head + 1) * hd];
-                scores[h * n_ctx + j] = dot_f32(qh, k) * cfg.attn_scale;
-            }
-        }
-        for h in 0..group {
-            let row = &mut scores[h * n_ctx..(h + 1) * n_ctx];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
-        let mut acc = vec![0f32; group * hd];
-        for j in 0..n_ctx {
-            let (b, s) = seq.locate(first + j, block_tokens);
-            let v = &kv.value(layer, b, s)[g * hd..(g + 1) * hd];
-            for h in 0..group {
-                let p = scores[h * n_ctx + j];
-                for (a, &vv) in acc[h * hd..(h + 1) * hd].iter_mut().zip(v) {
-                    *a += p * vv;
+        ATTN_SCRATCH.with_borrow_mut(|(scores, acc)| {
+            let t = task / cfg.n_kv_heads;
+            let g = task % cfg.n_kv_heads;
+            let pos = place.positions[t];
+            let seq = place.seqs[place.seq_of_token[t]];
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let n_ctx = pos + 1 - first;
+            // Reused per thread: no allocation per token once the longest context was seen.
+            scores.clear();
+            scores.resize(n_ctx * group, 0.0);
+            acc.clear();
+            acc.resize(group * hd, 0.0);
+            let q_heads = &q[t * q_width + g * group * hd..t * q_width + (g + 1) * group * hd];
+            for j in 0..n_ctx {
+                let (b, s) = seq.locate(first + j, block_tokens);
+                let k = &kv.key(layer, b, s)[g * hd..(g + 1) * hd];
+                for (h, qh) in q_heads.chunks_exact(hd).enumerate() {
+                    scores[h * n_ctx + j] = dot_f32(qh, k) * cfg.attn_scale;
                 }
             }
-        }
-        for h in 0..group {
-            let head = g * group + h;
-            let dst = t * q_width + head * hd;
-            // SAFETY: each task owns the heads of group `g` of token `t`: a disjoint range of
-            // `out`, which outlives `pool.run`; `dst + hd <= T * q_width = out.len()`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(acc[h * hd..].as_ptr(), out_ptr.get().add(dst), hd);
+            for row in scores.chunks_exact_mut(n_ctx) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|v| *v *= inv);
             }
-        }
+            for j in 0..n_ctx {
+                let (b, s) = seq.locate(first + j, block_tokens);
+                let v = &kv.value(layer, b, s)[g * hd..(g + 1) * hd];
+                for (h, a) in acc.chunks_exact_mut(hd).enumerate() {
+                    axpy(scores[h * n_ctx + j], v, a);
+                }
+            }
+            let dst = t * q_width + g * group * hd;
+            // SAFETY: each task owns the heads of group `g` of token `t`: a disjoint range of
+            // `out`, which outlives `pool.run`; `dst + group·hd <= T * q_width = out.len()`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), out_ptr.get().add(dst), group * hd);
+            }
+        })
     });
+}
+
+thread_local! {
+    /// Per-thread attention scores and output accumulators, reused across tokens and steps.
+    static ATTN_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `acc += p * v` in chunks of eight, which the compiler turns into vector multiply-adds.
+#[inline]
+fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+    let (vc, vr) = v.split_at(v.len() / 8 * 8);
+    let (ac, ar) = acc.split_at_mut(vc.len());
+    for (a, x) in ac.chunks_exact_mut(8).zip(vc.chunks_exact(8)) {
+        for i in 0..8 {
+            a[i] += p * x[i];
+        }
+    }
+    for (a, &x) in ar.iter_mut().zip(vr) {
+        *a += p * x;
+    }
 }
 
 #[derive(Clone, Copy)]

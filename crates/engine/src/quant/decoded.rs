@@ -212,7 +212,7 @@ impl QuantizedActs {
         Self { q, scale, sum16 }
     }
 
-    /// [`Self::new`] with the AVX2 quantizer (rounding half to even, like ggml's SIMD path).
+    /// [`Self::new`] with the AVX2 quantizer (same rounding).
     ///
     /// # Safety
     /// Requires AVX2, FMA and F16C (`x86::available`).
@@ -231,7 +231,7 @@ impl QuantizedActs {
 mod tests {
     use super::*;
 
-    /// The AVX2 quantizer equals the scalar one except at exact halves (none in this data).
+    /// The AVX2 quantizer equals the scalar one, exact halves included.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_activation_quantizer_matches_scalar() {
@@ -241,6 +241,7 @@ mod tests {
         let x: Vec<f32> = (0..32 * 37)
             .map(|i| ((i * 7919 % 1013) as f32 - 506.3) * if i % 97 == 0 { 9.1 } else { 0.013 })
             .chain(std::iter::repeat_n(0.0, 32))
+            .chain((0..32).map(|i| (i as f32 - 15.0) * 0.5 * 127.0 / 15.5))
             .collect();
         let a = QuantizedActs::new(&x);
         // SAFETY: the features were checked above.

@@ -226,7 +226,7 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Quantizes `x` (a multiple of 32 long) into `q` (i8, one `scale` per 32) and `sum16`
-/// (`scale · Σq` per 16), like [`super::decoded::QuantizedActs::new`] but rounding half to even.
+/// (`scale · Σq` per 16), like [`super::decoded::QuantizedActs::new`] (rounding half away from zero).
 ///
 /// # Safety
 /// Requires AVX2, FMA and F16C ([`available`]); `q.len() == x.len()`, `scale.len() ==
@@ -252,10 +252,12 @@ pub(crate) unsafe fn quantize_acts(x: &[f32], q: &mut [i8], scale: &mut [f32], s
             let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
             let d = amax / 127.0;
             let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            // Round half away from zero like the scalar `f32::round`: truncate x + ½·sign(x).
+            let half = _mm256_set1_ps(0.5);
             let i: [__m256i; 4] = std::array::from_fn(|k| {
-                _mm256_cvtps_epi32(_mm256_round_ps::<
-                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                >(_mm256_mul_ps(v[k], id)))
+                let x = _mm256_mul_ps(v[k], id);
+                let x = _mm256_add_ps(x, _mm256_or_ps(half, _mm256_and_ps(sign, x)));
+                _mm256_cvttps_epi32(x)
             });
             // packs interleave 128-bit lanes; the permutation restores element order.
             let w16a = _mm256_packs_epi32(i[0], i[1]);
