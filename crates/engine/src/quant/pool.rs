@@ -10,18 +10,28 @@ use std::thread::JoinHandle;
 const SPIN_ITERS: u32 = 20_000;
 
 /// The job being run: a borrowed closure, erased to a raw pointer for the workers' lifetime-free
-/// view. Valid only between the epoch bump that publishes it and the last worker's `done`.
+/// view. Valid from the epoch bump that publishes it until `run` sees no joined worker left.
 #[derive(Clone, Copy)]
 struct Job {
     f: *const (dyn Fn(usize) + Sync),
     n_tasks: usize,
 }
 
+/// `state` bit layout: job epoch in the high 32 bits, [`CLOSED`], and the number of workers
+/// currently inside the job in the low bits.
+const CLOSED: u64 = 1 << 31;
+const ACTIVE_MASK: u64 = CLOSED - 1;
+
+fn epoch_of(state: u64) -> u64 {
+    state >> 32
+}
+
 struct Shared {
-    epoch: AtomicU64,
+    /// Epoch, closed flag and active-worker count in one word, so that joining a job and
+    /// closing it are ordered by a single compare-and-swap.
+    state: AtomicU64,
     job: UnsafeCell<Job>,
     next: AtomicUsize,
-    done: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
     sleepers: AtomicUsize,
@@ -29,9 +39,10 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the thread inside `run` (serialized by `run_lock`) before the
-// epoch is bumped, and read by workers only after observing the new epoch; the closure it points
-// to is `Sync` and outlives the job because `run` waits for every worker's `done`.
+// SAFETY: `job` is written only by the thread inside `run` (serialized by `run_lock`) while no
+// worker is joined, before the epoch is bumped; workers read it only after joining the new
+// epoch (a CAS on `state` that fails once the job is closed), and `run` returns only after
+// closing the job and seeing the active count drop to zero. The closure is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
@@ -50,13 +61,12 @@ impl ThreadPool {
         let threads = threads.max(1);
         let noop: &(dyn Fn(usize) + Sync) = &|_| {};
         let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
+            state: AtomicU64::new(CLOSED),
             job: UnsafeCell::new(Job {
                 f: noop as *const _,
                 n_tasks: 0,
             }),
             next: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
@@ -86,6 +96,9 @@ impl ThreadPool {
     }
 
     /// Runs `f(i)` for every `i` in `0..n_tasks`, spread over the pool; returns when all are done.
+    ///
+    /// The caller claims tasks too, and waits only for workers that joined the job: a worker
+    /// the OS has not scheduled (the machine is shared) neither delays nor misses anything.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() || n_tasks <= 1 {
             (0..n_tasks).for_each(f);
@@ -93,10 +106,11 @@ impl ThreadPool {
         }
         let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: erases the closure's lifetime; workers stop touching it before we return
-        // (we wait for all `done` below), so it never outlives the borrow.
+        // SAFETY: erases the closure's lifetime; joined workers stop touching it before we
+        // return (we close the job and wait for the active count to reach zero), and
+        // unjoined ones never read it.
         let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        // SAFETY: no worker reads `job` until it sees the epoch bump below (SeqCst orders it).
+        // SAFETY: the previous job is closed with no worker active, so nobody reads `job`.
         unsafe {
             *s.job.get() = Job {
                 f: f_static,
@@ -104,18 +118,19 @@ impl ThreadPool {
             }
         };
         s.next.store(0, SeqCst);
-        s.done.store(0, SeqCst);
-        s.epoch.fetch_add(1, SeqCst);
+        let epoch = epoch_of(s.state.load(SeqCst)).wrapping_add(1) & 0xFFFF_FFFF;
+        s.state.store(epoch << 32, SeqCst);
         if s.sleepers.load(SeqCst) > 0 {
             let _g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        // The caller's own tasks may panic too: wait for the workers before unwinding, since
-        // they still hold a pointer to `f`.
+        // The caller's own tasks may panic too: close and wait before unwinding, since joined
+        // workers still hold a pointer to `f`.
         let mine =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| claim_tasks(s, f, n_tasks)));
+        s.state.fetch_or(CLOSED, SeqCst);
         let mut spins = 0u32;
-        while s.done.load(SeqCst) < self.workers.len() {
+        while s.state.load(SeqCst) & ACTIVE_MASK != 0 {
             spins += 1;
             if spins < SPIN_ITERS {
                 std::hint::spin_loop();
@@ -143,12 +158,26 @@ fn claim_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync), n_tasks: usize) {
     }
 }
 
+/// Joins the job of `epoch` unless it is closed or superseded; true when joined.
+fn join(s: &Shared, epoch: u64) -> bool {
+    let mut cur = s.state.load(SeqCst);
+    loop {
+        if epoch_of(cur) != epoch || cur & CLOSED != 0 {
+            return false;
+        }
+        match s.state.compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
 fn worker(s: &Shared) {
-    let mut seen = 0u64;
+    let mut seen = epoch_of(s.state.load(SeqCst));
     loop {
         let mut spins = 0u32;
         loop {
-            if s.epoch.load(SeqCst) != seen {
+            if epoch_of(s.state.load(SeqCst)) != seen || s.shutdown.load(SeqCst) {
                 break;
             }
             spins += 1;
@@ -158,18 +187,21 @@ fn worker(s: &Shared) {
             }
             s.sleepers.fetch_add(1, SeqCst);
             let mut g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-            while s.epoch.load(SeqCst) == seen {
+            while epoch_of(s.state.load(SeqCst)) == seen && !s.shutdown.load(SeqCst) {
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
             drop(g);
             s.sleepers.fetch_sub(1, SeqCst);
         }
-        seen = s.epoch.load(SeqCst);
         if s.shutdown.load(SeqCst) {
             return;
         }
-        // SAFETY: the epoch we observed was bumped after `job` was written, and `run` keeps the
-        // closure alive until this worker reports `done`.
+        seen = epoch_of(s.state.load(SeqCst));
+        if !join(s, seen) {
+            continue;
+        }
+        // SAFETY: we joined the current epoch, whose job was written before the epoch was
+        // published, and `run` keeps the closure alive until our leave below.
         let job = unsafe { *s.job.get() };
         // SAFETY: see above: the pointee is alive and Sync.
         let f = unsafe { &*job.f };
@@ -179,14 +211,13 @@ fn worker(s: &Shared) {
         if ok.is_err() {
             s.panicked.store(true, SeqCst);
         }
-        s.done.fetch_add(1, SeqCst);
+        s.state.fetch_sub(1, SeqCst);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, SeqCst);
-        self.shared.epoch.fetch_add(1, SeqCst);
         {
             let _g = self
                 .shared
@@ -219,6 +250,24 @@ mod tests {
                     "threads {threads} n {n}"
                 );
             }
+        }
+    }
+
+    /// Many short jobs back to back: workers join late, miss closed jobs, or join the next
+    /// one; every task still runs exactly once per job.
+    #[test]
+    fn back_to_back_jobs_run_every_task_once() {
+        let pool = ThreadPool::new(3);
+        let hits: Vec<AtomicUsize> = (0..9).map(|_| AtomicUsize::new(0)).collect();
+        for job in 0..3000usize {
+            let n = 2 + job % 8;
+            pool.run(n, &|i| {
+                hits[i].fetch_add(1, SeqCst);
+            });
+        }
+        let expected = |i: usize| (0..3000usize).filter(|j| 2 + j % 8 > i).count();
+        for (i, h) in hits.iter().enumerate() {
+            assert_eq!(h.load(SeqCst), expected(i), "task {i}");
         }
     }
 
