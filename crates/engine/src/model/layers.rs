@@ -3,7 +3,7 @@
 
 use super::config::{Activation, ModelConfig, RopeStyle};
 use crate::kv::{KvPool, SeqKv};
-use crate::quant::matmul::{dot_f32, ThreadPool};
+use crate::quant::matmul::{dot_f32, SendPtr, ThreadPool};
 
 /// `out = x / rms(x) * w` for every row of width `w.len()`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -194,17 +194,6 @@ fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
     }
     for (a, &x) in ar.iter_mut().zip(vr) {
         *a += p * x;
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to write disjoint ranges from pool tasks that finish before the owner returns.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -270,14 +270,17 @@ fn dot_rows_scalar(
     }
 }
 
+/// A raw output pointer handed to pool tasks that each write a disjoint part of one buffer.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to write disjoint elements from pool tasks that end before `matmul` returns.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: used only to write disjoint elements from pool tasks that end before the buffer's
+// owner returns (`ThreadPool::run` joins every task).
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    /// The pointer.
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
