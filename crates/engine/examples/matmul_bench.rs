@@ -2,7 +2,8 @@
 //! and FFN matrices, and the 151936x896 Q8_0 output matrix) for each weight type at batch 1 (decode) and 512 (prefill), and prints GFLOP/s
 //! (best of five timed batches, so other load on the machine mostly drops out).
 //!
-//! Run: `cargo run --release -p sprout-engine --example matmul_bench [threads]`.
+//! Run: `cargo run --release -p sprout-engine --example matmul_bench [threads] [n,n,...] [type,...]`
+//! (defaults: 2 threads, n = 1,512, every type).
 
 use sprout_engine::quant::blocks::quantize_row;
 use sprout_engine::quant::matmul::{matmul, ThreadPool};
@@ -29,6 +30,13 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let batches: Vec<usize> = std::env::args()
+        .nth(2)
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 512]);
+    let only: Option<Vec<String>> = std::env::args()
+        .nth(3)
+        .map(|s| s.split(',').map(str::to_lowercase).collect());
     let pool = ThreadPool::new(threads);
     println!("threads {threads}");
     println!(
@@ -45,11 +53,14 @@ fn main() {
     ] {
         for (rows, cols) in [(896, 896), (4864, 896), (896, 4864), (151936, 896)] {
             // The output matrix (DRAM-bound at n = 1) only for its real type.
-            if ty.row_bytes(cols).is_none() || (rows > 100_000 && ty != GgmlType::Q8_0) {
+            let wanted = only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|t| t == ty.name()));
+            if !wanted || ty.row_bytes(cols).is_none() || (rows > 100_000 && ty != GgmlType::Q8_0) {
                 continue;
             }
             let w = matrix(ty, rows, cols);
-            for n in [1usize, 512] {
+            for &n in &batches {
                 let x: Vec<f32> = (0..n * cols)
                     .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
                     .collect();

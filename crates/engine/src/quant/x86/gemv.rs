@@ -1,5 +1,5 @@
-//! Fused GEMV for the 32-element block types (Q4_0, Q5_0, Q8_0) with up to [`TILE`] activation
-//! rows: each block is unpacked in registers and multiplied at once, with no scratch row. This
+//! Fused GEMV for the 32-element block types (Q4_0, Q5_0, Q8_0) with up to [`MAX_ROWS`]
+//! activation rows: each block is unpacked in registers and multiplied at once, with no scratch row. This
 //! is the decode step's path (n = 1 per sequence), where the per-row unpack round trip and
 //! per-row dispatch cost as much as the arithmetic on 896-wide rows.
 
@@ -9,12 +9,16 @@ use super::unpack::block32;
 use super::{group_dot, group_dot_unsigned, hsum};
 use std::arch::x86_64::*;
 
+/// The most activation rows one call takes: a batched decode step of up to 8 sequences reuses
+/// each block unpacked in registers for all of them.
+pub(crate) const MAX_ROWS: usize = 8;
+
 /// Whether [`gemv_block32`] handles `ty`.
 pub(crate) fn supports(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
 }
 
-/// For every row `r` in `rows`, `store(r, k, Σ_i w[r][i] * x[k][i])` for `k < n` (≤ [`TILE`]).
+/// For every row `r` in `rows`, `store(r, k, Σ_i w[r][i] * x[k][i])` for `k < n` (≤ [`MAX_ROWS`]).
 ///
 /// # Safety
 /// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports`]; `acts` holds
@@ -34,10 +38,18 @@ pub(crate) unsafe fn gemv_block32(
             (2, true) => gemv::<2, true>(w, rows, acts, store),
             (3, true) => gemv::<3, true>(w, rows, acts, store),
             (4, true) => gemv::<4, true>(w, rows, acts, store),
+            (5, true) => gemv::<5, true>(w, rows, acts, store),
+            (6, true) => gemv::<6, true>(w, rows, acts, store),
+            (7, true) => gemv::<7, true>(w, rows, acts, store),
+            (8, true) => gemv::<8, true>(w, rows, acts, store),
             (1, false) => gemv::<1, false>(w, rows, acts, store),
             (2, false) => gemv::<2, false>(w, rows, acts, store),
             (3, false) => gemv::<3, false>(w, rows, acts, store),
             (4, false) => gemv::<4, false>(w, rows, acts, store),
+            (5, false) => gemv::<5, false>(w, rows, acts, store),
+            (6, false) => gemv::<6, false>(w, rows, acts, store),
+            (7, false) => gemv::<7, false>(w, rows, acts, store),
+            (8, false) => gemv::<8, false>(w, rows, acts, store),
             _ => {}
         }
     }
@@ -81,10 +93,12 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
     let data: &[u8] = &w.data;
     let bias = _mm256_set1_ps(if ty == GgmlType::Q4_0 { -8.0 } else { -16.0 });
     let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let ones = _mm256_set1_epi16(1);
     assert!(acts.sum16.len() >= N * 2 * blocks, "gemv shapes");
-    let asum: [*const f32; N] = std::array::from_fn(|k| acts.sum16[k * 2 * blocks..].as_ptr());
-    let aq: [*const i8; N] = std::array::from_fn(|k| acts.q[k * cols..].as_ptr());
-    let asc: [*const f32; N] = std::array::from_fn(|k| acts.scale[k * blocks..].as_ptr());
+    // Row k of the activations starts k·cols (levels), k·blocks (scales) and 2k·blocks (sums)
+    // in. Rows are visited by `row!` below, unrolled with constant k, so that the N
+    // accumulators stay in registers (a runtime loop over k kept them on the stack).
+    let (aq, asc, asum) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
     for r in rows {
         // SAFETY: row r < w.rows, so its `row_bytes` bytes lie in `data`; prefetching further
         // rows is a hint that never faults.
@@ -101,33 +115,66 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                 let p = row.add(4 * c * bb);
                 let block = |i: usize| std::slice::from_raw_parts(p.add(i * bb), bb);
                 let wv: [__m256i; 4] = std::array::from_fn(|i| block32(ty, block(i)));
-                let wa: [__m256i; 4] = std::array::from_fn(|i| _mm256_abs_epi8(wv[i]));
+                let wa: [__m256i; 4] = std::array::from_fn(|i| {
+                    if SIGNED {
+                        _mm256_abs_epi8(wv[i])
+                    } else {
+                        wv[i]
+                    }
+                });
                 let ws = scales4(p, bb);
                 let wb = _mm256_mul_ps(ws, bias);
-                for k in 0..N {
-                    let a = |g: usize| {
-                        _mm256_loadu_si256(aq[k].add(128 * c + 32 * g) as *const __m256i)
-                    };
-                    let m: [__m256i; 4] = std::array::from_fn(|g| {
-                        if SIGNED {
-                            group_dot(wa[g], wv[g], a(g))
-                        } else {
-                            group_dot_unsigned(wv[g], a(g))
+                macro_rules! row {
+                    ($k:literal) => {
+                        if $k < N {
+                            let q = aq.add($k * cols + 128 * c);
+                            let a = |g: usize| _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+                            let h = if SIGNED {
+                                let m: [__m256i; 4] =
+                                    std::array::from_fn(|g| group_dot(wa[g], wv[g], a(g)));
+                                _mm256_hadd_epi32(
+                                    _mm256_hadd_epi32(m[0], m[1]),
+                                    _mm256_hadd_epi32(m[2], m[3]),
+                                )
+                            } else {
+                                // Levels < 32: a sum of 8 products stays below 8·31·127 <
+                                // 32768, so two rounds of i16 `hadd` before one `madd` give
+                                // the same 16-element sums in the same order as above.
+                                let m: [__m256i; 4] =
+                                    std::array::from_fn(|g| _mm256_maddubs_epi16(wv[g], a(g)));
+                                _mm256_madd_epi16(
+                                    _mm256_hadd_epi16(
+                                        _mm256_hadd_epi16(m[0], m[1]),
+                                        _mm256_hadd_epi16(m[2], m[3]),
+                                    ),
+                                    ones,
+                                )
+                            };
+                            if !SIGNED {
+                                // Sums per 16 in the same (permuted) order as `h` and `ws`.
+                                let sums = _mm256_loadu_ps(asum.add($k * 2 * blocks + 8 * c));
+                                let sums = _mm256_permutevar8x32_ps(sums, perm);
+                                acc[$k] = _mm256_fmadd_ps(wb, sums, acc[$k]);
+                            }
+                            let xs = _mm256_broadcast_ps(
+                                &*(asc.add($k * blocks + 4 * c) as *const __m128),
+                            );
+                            acc[$k] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(h),
+                                _mm256_mul_ps(ws, xs),
+                                acc[$k],
+                            );
                         }
-                    });
-                    let h = _mm256_hadd_epi32(
-                        _mm256_hadd_epi32(m[0], m[1]),
-                        _mm256_hadd_epi32(m[2], m[3]),
-                    );
-                    if !SIGNED {
-                        // Sums per 16 in the same (permuted) order as `h` and `ws`.
-                        let sums = _mm256_loadu_ps(asum[k].add(8 * c));
-                        let sums = _mm256_permutevar8x32_ps(sums, perm);
-                        acc[k] = _mm256_fmadd_ps(wb, sums, acc[k]);
-                    }
-                    let xs = _mm256_broadcast_ps(&*(asc[k].add(4 * c) as *const __m128));
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(ws, xs), acc[k]);
+                    };
                 }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                row!(6);
+                row!(7);
             }
         }
         for g in 4 * chunks..blocks {
@@ -140,8 +187,8 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                     (row.add(g * bb) as *const u16).read_unaligned() as i32,
                 )));
                 for k in 0..N {
-                    let a = _mm256_loadu_si256(aq[k].add(32 * g) as *const __m256i);
-                    let s = _mm256_set1_ps(d * *asc[k].add(g));
+                    let a = _mm256_loadu_si256(aq.add(k * cols + 32 * g) as *const __m256i);
+                    let s = _mm256_set1_ps(d * *asc.add(k * blocks + g));
                     let m = if SIGNED {
                         group_dot(wa, wv, a)
                     } else {
@@ -151,11 +198,11 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                     if !SIGNED {
                         // Lanes 0 and 4 carry this block's two halves' sums once each.
                         let sums = _mm256_setr_ps(
-                            *asum[k].add(2 * g),
+                            *asum.add(k * 2 * blocks + 2 * g),
                             0.0,
                             0.0,
                             0.0,
-                            *asum[k].add(2 * g + 1),
+                            *asum.add(k * 2 * blocks + 2 * g + 1),
                             0.0,
                             0.0,
                             0.0,
