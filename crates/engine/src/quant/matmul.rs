@@ -2,7 +2,7 @@
 //!
 //! Activations are quantized once per call (i8, one scale per 32); each weight row is unpacked
 //! once per call into i8 levels with a scale and offset per 16 ([`super::decoded`]); then an
-//! ISA-specific kernel multiplies it with [`x86::TILE`] activation rows at a time. F32/F16/BF16
+//! ISA-specific kernel multiplies it with [`TILE`] activation rows at a time. F32/F16/BF16
 //! (and Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
 //! See docs/kernels.md for the measurements behind these choices.
 
@@ -28,8 +28,8 @@ const PREFETCH_ROWS: usize = 2;
 const GEMV_MAX_ROWS: usize = x86::gemv::MAX_ROWS;
 #[cfg(not(target_arch = "x86_64"))]
 const GEMV_MAX_ROWS: usize = 8;
-/// Activation rows per kernel call on the scalar path (the SIMD path uses [`x86::TILE`]).
-const TILE: usize = 4;
+/// Activation rows per kernel call (the most the SIMD kernels take: [`x86::TILE`]).
+const TILE: usize = 8;
 
 /// Which instruction set the kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! AVX2+FMA kernels: i8×i8 dot products of a decoded weight row with up to four activation rows
+//! AVX2+FMA kernels: i8×i8 dot products of a decoded weight row with up to eight activation rows
 //! at once (the weight vector is loaded once per 32 elements), and an f32 dot product.
 
 use super::decoded::{DecodedRow, QuantizedActs, GROUP, SUB};
@@ -9,7 +9,7 @@ mod unpack;
 pub(crate) use unpack::decode_fast;
 
 /// Activation rows processed per weight row pass (accumulators kept in registers).
-pub(crate) const TILE: usize = 4;
+pub(crate) const TILE: usize = 8;
 
 /// Whether this CPU runs the kernels here.
 pub(crate) fn available() -> bool {
@@ -51,10 +51,18 @@ pub(crate) unsafe fn dot_rows(
             (2, true) => dot_tile::<2, true>(w, acts, cols, t0, out),
             (3, true) => dot_tile::<3, true>(w, acts, cols, t0, out),
             (4, true) => dot_tile::<4, true>(w, acts, cols, t0, out),
+            (5, true) => dot_tile::<5, true>(w, acts, cols, t0, out),
+            (6, true) => dot_tile::<6, true>(w, acts, cols, t0, out),
+            (7, true) => dot_tile::<7, true>(w, acts, cols, t0, out),
+            (8, true) => dot_tile::<8, true>(w, acts, cols, t0, out),
             (1, false) => dot_tile::<1, false>(w, acts, cols, t0, out),
             (2, false) => dot_tile::<2, false>(w, acts, cols, t0, out),
             (3, false) => dot_tile::<3, false>(w, acts, cols, t0, out),
             (4, false) => dot_tile::<4, false>(w, acts, cols, t0, out),
+            (5, false) => dot_tile::<5, false>(w, acts, cols, t0, out),
+            (6, false) => dot_tile::<6, false>(w, acts, cols, t0, out),
+            (7, false) => dot_tile::<7, false>(w, acts, cols, t0, out),
+            (8, false) => dot_tile::<8, false>(w, acts, cols, t0, out),
             _ => {}
         }
     }
@@ -83,10 +91,11 @@ fn group_dot(wabs: __m256i, w: __m256i, a: __m256i) -> __m256i {
 
 /// The kernel of [`dot_rows`] for `N` activation rows (`SIGNED`: levels are i8 and there are
 /// no offsets; else levels are unsigned and offsets apply). Per 128 elements and activation row,
-/// the four groups' i32 lanes are reduced with two rounds of `hadd` to one vector of the eight
-/// 16-element sums (order: first halves of groups 0..4, then second halves), converted once and
-/// multiplied by weight scales permuted into that order times the activation scales: one
-/// convert and one FMA per 128 elements instead of per 32.
+/// the four groups' products are reduced to one vector of the eight 16-element sums (order:
+/// first halves of groups 0..4, then second halves), converted once and multiplied by weight
+/// scales permuted into that order times the activation scales: one convert and one FMA per
+/// 128 elements instead of per 32. Rows are visited by `row!`, unrolled with a constant index,
+/// so the N accumulators stay in registers.
 ///
 /// # Safety
 /// As [`dot_rows`], with `nt = N`.
@@ -101,23 +110,20 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
     let groups = cols / GROUP;
     let chunks = groups / 4;
     let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_off = [_mm256_setzero_ps(); N];
     let wq = w.q.as_ptr();
     let ws = w.scale.as_ptr();
     let wo = w.offset.as_ptr();
-    let aq: [*const i8; N] = std::array::from_fn(|k| {
-        // SAFETY: row t0 + k < t0 + nt exists (caller contract).
-        unsafe { acts.q.as_ptr().add((t0 + k) * cols) }
-    });
-    let asc: [*const f32; N] = std::array::from_fn(|k| {
-        // SAFETY: as above, `groups` scales per row.
-        unsafe { acts.scale.as_ptr().add((t0 + k) * groups) }
-    });
-    let asum: [*const f32; N] = std::array::from_fn(|k| {
-        // SAFETY: as above, `2 * groups` sums per row.
-        unsafe { acts.sum16.as_ptr().add((t0 + k) * 2 * groups) }
-    });
+    // SAFETY: rows t0..t0+N exist (caller contract): `cols` levels, `groups` scales and
+    // `2 * groups` sums each.
+    let (aq, asc, asum) = unsafe {
+        (
+            acts.q.as_ptr().add(t0 * cols),
+            acts.scale.as_ptr().add(t0 * groups),
+            acts.sum16.as_ptr().add(t0 * 2 * groups),
+        )
+    };
     for c in 0..chunks {
         // SAFETY: chunk c covers elements 128c..128c+128 <= cols of every row read here, and
         // scales/offsets/sums 8c..8c+8 <= cols/16.
@@ -138,24 +144,47 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
             } else {
                 _mm256_setzero_ps()
             };
-            for k in 0..N {
-                let a = |g: usize| _mm256_loadu_si256(aq[k].add(base + 32 * g) as *const __m256i);
-                let m: [__m256i; 4] = std::array::from_fn(|g| {
-                    if SIGNED {
-                        group_dot(wa[g], wv[g], a(g))
-                    } else {
-                        group_dot_unsigned(wv[g], a(g))
+            macro_rules! row {
+                ($k:literal) => {
+                    if $k < N {
+                        let q = aq.add($k * cols + base);
+                        let a = |g: usize| _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+                        let h = if SIGNED {
+                            let m: [__m256i; 4] =
+                                std::array::from_fn(|g| group_dot(wa[g], wv[g], a(g)));
+                            _mm256_hadd_epi32(
+                                _mm256_hadd_epi32(m[0], m[1]),
+                                _mm256_hadd_epi32(m[2], m[3]),
+                            )
+                        } else {
+                            // Levels < 64: a sum of 4 products stays below 4·63·127 < 32768,
+                            // so one round of i16 `hadd` comes before widening to i32.
+                            let m: [__m256i; 4] =
+                                std::array::from_fn(|g| _mm256_maddubs_epi16(wv[g], a(g)));
+                            _mm256_hadd_epi32(
+                                _mm256_madd_epi16(_mm256_hadd_epi16(m[0], m[1]), ones),
+                                _mm256_madd_epi16(_mm256_hadd_epi16(m[2], m[3]), ones),
+                            )
+                        };
+                        let xs =
+                            _mm256_broadcast_ps(&*(asc.add($k * groups + 4 * c) as *const __m128));
+                        acc[$k] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[$k]);
+                        if !SIGNED {
+                            let sums = _mm256_loadu_ps(asum.add($k * 2 * groups + 8 * c));
+                            acc[$k] = _mm256_fmadd_ps(woff, sums, acc[$k]);
+                        }
                     }
-                });
-                let h =
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
-                let xs = _mm256_broadcast_ps(&*(asc[k].add(4 * c) as *const __m128));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[k]);
-                if !SIGNED {
-                    acc_off[k] =
-                        _mm256_fmadd_ps(woff, _mm256_loadu_ps(asum[k].add(8 * c)), acc_off[k]);
-                }
+                };
             }
+            row!(0);
+            row!(1);
+            row!(2);
+            row!(3);
+            row!(4);
+            row!(5);
+            row!(6);
+            row!(7);
         }
     }
     for g in 4 * chunks..groups {
@@ -164,24 +193,24 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
             let wv = _mm256_loadu_si256(wq.add(32 * g) as *const __m256i);
             let wa = _mm256_abs_epi8(wv);
             let wsc = _mm256_set_m128(_mm_set1_ps(*ws.add(2 * g + 1)), _mm_set1_ps(*ws.add(2 * g)));
-            for k in 0..N {
-                let a = _mm256_loadu_si256(aq[k].add(32 * g) as *const __m256i);
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let a = _mm256_loadu_si256(aq.add(k * cols + 32 * g) as *const __m256i);
                 let m = if SIGNED {
                     group_dot(wa, wv, a)
                 } else {
                     group_dot_unsigned(wv, a)
                 };
-                let s = _mm256_mul_ps(wsc, _mm256_set1_ps(*asc[k].add(g)));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, acc[k]);
+                let s = _mm256_mul_ps(wsc, _mm256_set1_ps(*asc.add(k * groups + g)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, *acc);
             }
         }
     }
-    for k in 0..N {
-        let mut v = hsum(_mm256_add_ps(acc[k], acc_off[k]));
+    for (k, acc) in acc.iter().enumerate() {
+        let mut v = hsum(*acc);
         if !SIGNED {
             for s in 8 * chunks..2 * groups {
                 // SAFETY: s < cols/16, within both the offsets and this row's sums.
-                v += unsafe { *wo.add(s) * *asum[k].add(s) };
+                v += unsafe { *wo.add(s) * *asum.add(k * 2 * groups + s) };
             }
         }
         out[k] = v;
