@@ -107,6 +107,22 @@ impl KvPool {
         &self.values[o..o + self.kv_dim]
     }
 
+    /// The keys of slots `slot..slot + n` of one block, `n × kv_dim` floats back to back.
+    #[inline]
+    pub fn keys_run(&self, layer: usize, block: BlockId, slot: usize, n: usize) -> &[f32] {
+        debug_assert!(slot + n <= self.block_tokens);
+        let o = self.offset(layer, block, slot);
+        &self.keys[o..o + n * self.kv_dim]
+    }
+
+    /// The values of slots `slot..slot + n` of one block, as [`Self::keys_run`].
+    #[inline]
+    pub fn values_run(&self, layer: usize, block: BlockId, slot: usize, n: usize) -> &[f32] {
+        debug_assert!(slot + n <= self.block_tokens);
+        let o = self.offset(layer, block, slot);
+        &self.values[o..o + n * self.kv_dim]
+    }
+
     /// Stores one token's key and value.
     pub fn write(&mut self, layer: usize, block: BlockId, slot: usize, key: &[f32], value: &[f32]) {
         let o = self.offset(layer, block, slot);

@@ -18,5 +18,6 @@ pub mod safetensors_dir;
 pub mod sampler;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod vecmath;
 
 pub use error::{EngineError, Result};

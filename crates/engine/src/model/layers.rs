@@ -2,8 +2,9 @@
 //! causal attention over the paged KV cache.
 
 use super::config::{Activation, ModelConfig, RopeStyle};
-use crate::kv::{KvPool, SeqKv};
-use crate::quant::matmul::{dot_f32, SendPtr, ThreadPool};
+use crate::kv::{BlockId, KvPool, SeqKv};
+use crate::quant::matmul::{SendPtr, ThreadPool};
+use crate::vecmath;
 
 /// `out = x / rms(x) * w` for every row of width `w.len()`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -85,11 +86,7 @@ impl RopeTable {
 /// `gate = act(gate) * up`, elementwise.
 pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
-        Activation::Silu => {
-            for (g, &u) in gate.iter_mut().zip(up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-        }
+        Activation::Silu => vecmath::silu_mul(gate, up),
         Activation::GeluTanh => {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
             for (g, &u) in gate.iter_mut().zip(up) {
@@ -128,6 +125,7 @@ pub fn attention(
     let n_tokens = place.positions.len();
     let block_tokens = kv.block_tokens();
     let out_ptr = SendPtr(out.as_mut_ptr());
+    let kv_dim = cfg.n_kv_heads * hd;
     pool.run(n_tokens * cfg.n_kv_heads, &|task| {
         ATTN_SCRATCH.with_borrow_mut(|(scores, acc)| {
             let t = task / cfg.n_kv_heads;
@@ -142,28 +140,25 @@ pub fn attention(
             acc.clear();
             acc.resize(group * hd, 0.0);
             let q_heads = &q[t * q_width + g * group * hd..t * q_width + (g + 1) * group * hd];
-            for j in 0..n_ctx {
-                let (b, s) = seq.locate(first + j, block_tokens);
-                let k = &kv.key(layer, b, s)[g * hd..(g + 1) * hd];
+            for (j, b, s, len) in context_runs(seq, first, pos + 1, block_tokens) {
+                let keys = &kv.keys_run(layer, b, s, len)[g * hd..];
                 for (h, qh) in q_heads.chunks_exact(hd).enumerate() {
-                    scores[h * n_ctx + j] = dot_f32(qh, k) * cfg.attn_scale;
+                    let out = &mut scores[h * n_ctx + j..h * n_ctx + j + len];
+                    vecmath::scores(qh, keys, kv_dim, cfg.attn_scale, out);
                 }
             }
             for row in scores.chunks_exact_mut(n_ctx) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for v in row.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|v| *v *= inv);
+                vecmath::softmax(row);
             }
-            for j in 0..n_ctx {
-                let (b, s) = seq.locate(first + j, block_tokens);
-                let v = &kv.value(layer, b, s)[g * hd..(g + 1) * hd];
+            for (j, b, s, len) in context_runs(seq, first, pos + 1, block_tokens) {
+                let values = &kv.values_run(layer, b, s, len)[g * hd..];
                 for (h, a) in acc.chunks_exact_mut(hd).enumerate() {
-                    axpy(scores[h * n_ctx + j], v, a);
+                    vecmath::accumulate(
+                        &scores[h * n_ctx + j..h * n_ctx + j + len],
+                        values,
+                        kv_dim,
+                        a,
+                    );
                 }
             }
             let dst = t * q_width + g * group * hd;
@@ -176,25 +171,30 @@ pub fn attention(
     });
 }
 
+/// Positions `first..end` of a sequence as runs of consecutive slots of one block:
+/// (offset from `first`, block, first slot, length).
+fn context_runs(
+    seq: &SeqKv,
+    first: usize,
+    end: usize,
+    block_tokens: usize,
+) -> impl Iterator<Item = (usize, BlockId, usize, usize)> + '_ {
+    let mut p = first;
+    std::iter::from_fn(move || {
+        (p < end).then(|| {
+            let (b, s) = seq.locate(p, block_tokens);
+            let len = (block_tokens - s).min(end - p);
+            let run = (p - first, b, s, len);
+            p += len;
+            run
+        })
+    })
+}
+
 thread_local! {
     /// Per-thread attention scores and output accumulators, reused across tokens and steps.
     static ATTN_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// `acc += p * v` in chunks of eight, which the compiler turns into vector multiply-adds.
-#[inline]
-fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
-    let (vc, vr) = v.split_at(v.len() / 8 * 8);
-    let (ac, ar) = acc.split_at_mut(vc.len());
-    for (a, x) in ac.chunks_exact_mut(8).zip(vc.chunks_exact(8)) {
-        for i in 0..8 {
-            a[i] += p * x[i];
-        }
-    }
-    for (a, &x) in ar.iter_mut().zip(vr) {
-        *a += p * x;
-    }
 }
 
 #[cfg(test)]

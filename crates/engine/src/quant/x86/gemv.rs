@@ -186,7 +186,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                 let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
                     (row.add(g * bb) as *const u16).read_unaligned() as i32,
                 )));
-                for k in 0..N {
+                for (k, acc) in acc.iter_mut().enumerate() {
                     let a = _mm256_loadu_si256(aq.add(k * cols + 32 * g) as *const __m256i);
                     let s = _mm256_set1_ps(d * *asc.add(k * blocks + g));
                     let m = if SIGNED {
@@ -194,7 +194,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                     } else {
                         group_dot_unsigned(wv, a)
                     };
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, acc[k]);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), s, *acc);
                     if !SIGNED {
                         // Lanes 0 and 4 carry this block's two halves' sums once each.
                         let sums = _mm256_setr_ps(
@@ -207,8 +207,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                             0.0,
                             0.0,
                         );
-                        acc[k] =
-                            _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), bias), sums, acc[k]);
+                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), bias), sums, *acc);
                     }
                 }
             }
