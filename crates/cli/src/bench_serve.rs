@@ -1,5 +1,6 @@
 //! `sprout bench serve`: load-tests an OpenAI-compatible server (sprout or llama-server).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,7 +93,9 @@ pub fn run(args: BenchServeArgs) -> Result<()> {
         prompts,
     };
     let rt = tokio_runtime()?;
-    let report = rt.block_on(bench::run(opts, !args.json));
+    // The progress line only where someone watches it (not into logs or pipes).
+    let progress = !args.json && std::io::stderr().is_terminal();
+    let report = rt.block_on(bench::run(opts, progress));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -127,7 +127,14 @@ async fn one(http: &reqwest::Client, o: &BenchOptions, prompt: &str) -> Sample {
 
 /// Runs the load and returns the report as JSON.
 pub async fn run(o: BenchOptions, progress: bool) -> Value {
-    let http = reqwest::Client::new();
+    // A fresh connection per request: servers close idle keep-alive connections on their own
+    // schedules (llama-server after a few requests), and a request sent on a connection the
+    // server just closed would count as a failure of the server under test. Connecting costs
+    // microseconds next to a generation.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default();
     let o = Arc::new(o);
     let issued = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
