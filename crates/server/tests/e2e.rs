@@ -396,7 +396,37 @@ async fn serves_openai_api_end_to_end() {
         text.contains("sprout_requests_total{route=\"/v1/chat/completions\",status=\"429\"} 1"),
         "{text}"
     );
-    server.shutdown().await.unwrap();
+
+    // Graceful shutdown: a stream in flight when shutdown begins still ends whole, with its
+    // last tokens, finish_reason "length" and [DONE]; new connections are refused meanwhile.
+    let mut body = chat_body("Count slowly from one to fifty.", 24);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let mut resp = c
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()).into_owned();
+    let stopping = tokio::spawn(server.shutdown());
+    while let Some(bytes) = resp.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+    let deltas = text.matches("\"content\":").count();
+    assert!(deltas >= 20, "only {deltas} content deltas:\n{text}");
+    stopping.await.unwrap().unwrap();
+    assert!(
+        c.http
+            .get(format!("{}/health", c.base))
+            .send()
+            .await
+            .is_err(),
+        "still accepting connections after shutdown"
+    );
 }
 
 /// Waits until no sequence runs and every used KV block is an idle prefix-cache block.
