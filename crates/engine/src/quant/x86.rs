@@ -89,6 +89,40 @@ fn group_dot(wabs: __m256i, w: __m256i, a: __m256i) -> __m256i {
     )
 }
 
+/// The eight 16-element sums of 128 products of four groups of weight levels `wv` (`wa`: their
+/// absolute values, used when `SIGNED`) with the activation levels at `q`, in the order of two
+/// `hadd` rounds: first halves of groups 0..4, then second halves. Unsigned levels (< 64) use
+/// one round of i16 `hadd` (a sum of 4 products stays below 4·63·127 < 32768) before widening;
+/// levels below 32 (`BELOW_32`) two rounds (8 products < 8·31·127); signed levels widen at once.
+///
+/// # Safety
+/// Requires AVX2; `q` points at 128 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn chunk_sums<const SIGNED: bool, const BELOW_32: bool>(
+    wv: &[__m256i; 4],
+    wa: &[__m256i; 4],
+    q: *const i8,
+) -> __m256i {
+    // SAFETY: the four loads read the 128 bytes at q (caller contract).
+    unsafe {
+        let a = |g: usize| _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+        let ones = _mm256_set1_epi16(1);
+        if SIGNED {
+            let m: [__m256i; 4] = std::array::from_fn(|g| group_dot(wa[g], wv[g], a(g)));
+            _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]))
+        } else {
+            let m: [__m256i; 4] = std::array::from_fn(|g| _mm256_maddubs_epi16(wv[g], a(g)));
+            let (p01, p23) = (_mm256_hadd_epi16(m[0], m[1]), _mm256_hadd_epi16(m[2], m[3]));
+            if BELOW_32 {
+                _mm256_madd_epi16(_mm256_hadd_epi16(p01, p23), ones)
+            } else {
+                _mm256_hadd_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
+            }
+        }
+    }
+}
+
 /// The kernel of [`dot_rows`] for `N` activation rows (`SIGNED`: levels are i8 and there are
 /// no offsets; else levels are unsigned and offsets apply). Per 128 elements and activation row,
 /// the four groups' products are reduced to one vector of the eight 16-element sums (order:
@@ -110,7 +144,6 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
     let groups = cols / GROUP;
     let chunks = groups / 4;
     let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
     let wq = w.q.as_ptr();
     let ws = w.scale.as_ptr();
@@ -147,25 +180,7 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
             macro_rules! row {
                 ($k:literal) => {
                     if $k < N {
-                        let q = aq.add($k * cols + base);
-                        let a = |g: usize| _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
-                        let h = if SIGNED {
-                            let m: [__m256i; 4] =
-                                std::array::from_fn(|g| group_dot(wa[g], wv[g], a(g)));
-                            _mm256_hadd_epi32(
-                                _mm256_hadd_epi32(m[0], m[1]),
-                                _mm256_hadd_epi32(m[2], m[3]),
-                            )
-                        } else {
-                            // Levels < 64: a sum of 4 products stays below 4·63·127 < 32768,
-                            // so one round of i16 `hadd` comes before widening to i32.
-                            let m: [__m256i; 4] =
-                                std::array::from_fn(|g| _mm256_maddubs_epi16(wv[g], a(g)));
-                            _mm256_hadd_epi32(
-                                _mm256_madd_epi16(_mm256_hadd_epi16(m[0], m[1]), ones),
-                                _mm256_madd_epi16(_mm256_hadd_epi16(m[2], m[3]), ones),
-                            )
-                        };
+                        let h = chunk_sums::<SIGNED, false>(&wv, &wa, aq.add($k * cols + base));
                         let xs =
                             _mm256_broadcast_ps(&*(asc.add($k * groups + 4 * c) as *const __m128));
                         acc[$k] =

@@ -6,7 +6,7 @@
 use super::super::decoded::{QuantizedActs, GROUP};
 use super::super::{GgmlType, WeightMatrix};
 use super::unpack::block32;
-use super::{group_dot, group_dot_unsigned, hsum};
+use super::{chunk_sums, group_dot, group_dot_unsigned, hsum};
 use std::arch::x86_64::*;
 
 /// The most activation rows one call takes: a batched decode step of up to 8 sequences reuses
@@ -93,7 +93,6 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
     let data: &[u8] = &w.data;
     let bias = _mm256_set1_ps(if ty == GgmlType::Q4_0 { -8.0 } else { -16.0 });
     let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    let ones = _mm256_set1_epi16(1);
     assert!(acts.sum16.len() >= N * 2 * blocks, "gemv shapes");
     // Row k of the activations starts k·cols (levels), k·blocks (scales) and 2k·blocks (sums)
     // in. Rows are visited by `row!` below, unrolled with constant k, so that the N
@@ -127,29 +126,8 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                 macro_rules! row {
                     ($k:literal) => {
                         if $k < N {
-                            let q = aq.add($k * cols + 128 * c);
-                            let a = |g: usize| _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
-                            let h = if SIGNED {
-                                let m: [__m256i; 4] =
-                                    std::array::from_fn(|g| group_dot(wa[g], wv[g], a(g)));
-                                _mm256_hadd_epi32(
-                                    _mm256_hadd_epi32(m[0], m[1]),
-                                    _mm256_hadd_epi32(m[2], m[3]),
-                                )
-                            } else {
-                                // Levels < 32: a sum of 8 products stays below 8·31·127 <
-                                // 32768, so two rounds of i16 `hadd` before one `madd` give
-                                // the same 16-element sums in the same order as above.
-                                let m: [__m256i; 4] =
-                                    std::array::from_fn(|g| _mm256_maddubs_epi16(wv[g], a(g)));
-                                _mm256_madd_epi16(
-                                    _mm256_hadd_epi16(
-                                        _mm256_hadd_epi16(m[0], m[1]),
-                                        _mm256_hadd_epi16(m[2], m[3]),
-                                    ),
-                                    ones,
-                                )
-                            };
+                            let h =
+                                chunk_sums::<SIGNED, true>(&wv, &wa, aq.add($k * cols + 128 * c));
                             if !SIGNED {
                                 // Sums per 16 in the same (permuted) order as `h` and `ws`.
                                 let sums = _mm256_loadu_ps(asum.add($k * 2 * blocks + 8 * c));
