@@ -172,42 +172,75 @@ impl Sampler {
                 .map(|(i, &l)| (i as u32, l / p.temperature)),
         );
         if p.top_k > 0 && p.top_k < c.len() {
-            c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            c.select_nth_unstable_by(p.top_k - 1, by_weight);
             c.truncate(p.top_k);
         }
-        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let max = c[0].1;
+        // Weights relative to the best token (whose weight is 1); their sum normalizes.
+        let max = logits[best as usize] / p.temperature;
         let mut sum = 0.0f32;
         for e in c.iter_mut() {
             e.1 = (e.1 - max).exp();
             sum += e.1;
         }
-        c.iter_mut().for_each(|e| e.1 /= sum);
-        if p.min_p > 0.0 {
-            let floor = c[0].1 * p.min_p;
-            let keep = c.iter().take_while(|e| e.1 >= floor).count().max(1);
-            c.truncate(keep);
+        let u = self.rng.next_f32();
+        pick(c, sum, p.min_p, p.top_p, u)
+    }
+}
+
+/// Descending weight, then ascending id: the order tokens are considered in.
+fn by_weight(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Samples from candidates `c` (id, weight; `sum` of the weights, the best weighs 1) after
+/// min-p (weight ≥ `min_p`) and top-p (the shortest prefix, in [`by_weight`] order, holding
+/// `top_p` of the mass), by walking that order until `u` of the kept mass is used up.
+///
+/// Only as long a prefix as the walk needs is sorted: first the best 256 (a partial selection
+/// in linear time), then 8× more whenever the kept set or the walk goes beyond it. Sorting the
+/// whole 150k-token vocabulary for every sampled token cost several milliseconds per token.
+fn pick(c: &mut [(u32, f32)], sum: f32, min_p: f32, top_p: f32, u: f32) -> Option<u32> {
+    let n = c.len();
+    let mut k = n.min(256);
+    loop {
+        if k < n {
+            c.select_nth_unstable_by(k - 1, by_weight);
         }
-        if p.top_p < 1.0 {
-            let mut cum = 0.0;
-            let keep = c
-                .iter()
-                .position(|e| {
-                    cum += e.1;
-                    cum >= p.top_p
-                })
-                .map_or(c.len(), |i| i + 1);
-            c.truncate(keep);
+        c[..k].sort_unstable_by(by_weight);
+        // Where min-p or top-p cut the sorted prefix, if they do within it.
+        let mut cut = None;
+        let mut cum = 0.0f32;
+        for (i, e) in c[..k].iter().enumerate() {
+            if e.1 < min_p {
+                cut = Some(i.max(1));
+                break;
+            }
+            cum += e.1;
+            if top_p < 1.0 && cum >= top_p * sum {
+                cut = Some(i + 1);
+                break;
+            }
         }
-        let total: f32 = c.iter().map(|e| e.1).sum();
-        let mut r = self.rng.next_f32() * total;
-        for e in c.iter() {
+        let total = match cut {
+            Some(t) => c[..t].iter().map(|e| e.1).sum(),
+            // The kept set reaches past this prefix: its mass is known only without top-p.
+            None if top_p < 1.0 && k < n => {
+                k = (k * 8).min(n);
+                continue;
+            }
+            None => c.iter().filter(|e| e.1 >= min_p).map(|e| e.1).sum::<f32>(),
+        };
+        let mut r = u * total;
+        for e in &c[..cut.unwrap_or(k)] {
             r -= e.1;
             if r <= 0.0 {
                 return Some(e.0);
             }
         }
-        c.last().map(|e| e.0)
+        if cut.is_some() || k == n {
+            return c[..cut.unwrap_or(k)].last().map(|e| e.0);
+        }
+        k = (k * 8).min(n);
     }
 }
 
@@ -269,6 +302,68 @@ mod tests {
         SamplingParams {
             temperature,
             ..Default::default()
+        }
+    }
+
+    /// The full-sort definition `pick` must equal.
+    fn pick_by_full_sort(c: &[(u32, f32)], min_p: f32, top_p: f32, u: f32) -> Option<u32> {
+        let mut c = c.to_vec();
+        c.sort_unstable_by(by_weight);
+        let sum: f32 = c.iter().map(|e| e.1).sum();
+        let keep = c.iter().take_while(|e| e.1 >= min_p).count().max(1);
+        c.truncate(keep);
+        let mut cum = 0.0;
+        let keep = c
+            .iter()
+            .position(|e| {
+                cum += e.1;
+                top_p < 1.0 && cum >= top_p * sum
+            })
+            .map_or(c.len(), |i| i + 1);
+        c.truncate(keep);
+        let mut r = u * c.iter().map(|e| e.1).sum::<f32>();
+        for e in &c {
+            r -= e.1;
+            if r <= 0.0 {
+                return Some(e.0);
+            }
+        }
+        c.last().map(|e| e.0)
+    }
+
+    #[test]
+    fn partial_sort_picks_what_a_full_sort_picks() {
+        let mut rng = Xoshiro256::seeded(7);
+        for n in [1usize, 3, 255, 256, 257, 3000, 20_000] {
+            // Flat and peaked distributions, with ties.
+            for flat in [true, false] {
+                let c: Vec<(u32, f32)> = (0..n as u32)
+                    .map(|i| {
+                        let x = rng.next_f32();
+                        let w = if flat { 0.5 + 0.5 * x } else { x.powi(12) };
+                        (i, (w * 64.0).round() / 64.0)
+                    })
+                    .collect();
+                let best = c.iter().map(|e| e.1).fold(0f32, f32::max).max(1e-9);
+                let c: Vec<(u32, f32)> = c.iter().map(|&(i, w)| (i, w / best)).collect();
+                let sum: f32 = c.iter().map(|e| e.1).sum();
+                for (min_p, top_p) in [
+                    (0.0, 1.0),
+                    (0.0, 0.9),
+                    (0.05, 1.0),
+                    (0.2, 0.5),
+                    (0.0, 0.999),
+                ] {
+                    for u in [0.0, 0.01, 0.37, 0.5, 0.93, 0.999_999] {
+                        let want = pick_by_full_sort(&c, min_p, top_p, u);
+                        let got = pick(&mut c.clone(), sum, min_p, top_p, u);
+                        assert_eq!(
+                            got, want,
+                            "n {n} flat {flat} min_p {min_p} top_p {top_p} u {u}"
+                        );
+                    }
+                }
+            }
         }
     }
 
