@@ -129,12 +129,9 @@ pub(crate) fn matmul_with(
             if isa == Isa::Avx2 && x86::gemv::supports(w.ty) {
                 pool.run(n_tasks, &|task| {
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the type
-                    // is supported, `acts` holds n <= MAX_ROWS rows of `cols`, the rows exist.
-                    unsafe {
-                        x86::gemv::gemv_block32(w, rows_of(task), &acts, n, &mut |r, t, v| {
-                            store(t, r, v)
-                        })
-                    }
+                    // is supported, `acts` holds n <= MAX_ROWS rows of `cols`, the rows exist, `y`
+                    // is n × rows and each task writes only its own rows.
+                    unsafe { x86::gemv::gemv_block32(w, rows_of(task), &acts, n, y_ptr.get()) }
                 });
                 return;
             }

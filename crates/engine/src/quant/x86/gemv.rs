@@ -18,38 +18,39 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
 }
 
-/// For every row `r` in `rows`, `store(r, k, Σ_i w[r][i] * x[k][i])` for `k < n` (≤ [`MAX_ROWS`]).
+/// For every row `r` in `rows`, `y[k·w.rows + r] = Σ_i w[r][i] * x[k][i]` for `k < n` (≤ [`MAX_ROWS`]).
 ///
 /// # Safety
 /// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports`]; `acts` holds
-/// `n` rows of `w.cols` elements; `rows` lies within `w.rows`.
+/// `n` rows of `w.cols` elements; `rows` lies within `w.rows`; `y` points at `n × w.rows`
+/// floats, whose elements of `rows` nobody else touches during the call.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemv_block32(
     w: &WeightMatrix,
     rows: std::ops::Range<usize>,
     acts: &QuantizedActs,
     n: usize,
-    store: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
 ) {
     // SAFETY (all arms): forwarded from the caller.
     unsafe {
         match (n, w.ty == GgmlType::Q8_0) {
-            (1, true) => gemv::<1, true>(w, rows, acts, store),
-            (2, true) => gemv::<2, true>(w, rows, acts, store),
-            (3, true) => gemv::<3, true>(w, rows, acts, store),
-            (4, true) => gemv::<4, true>(w, rows, acts, store),
-            (5, true) => gemv::<5, true>(w, rows, acts, store),
-            (6, true) => gemv::<6, true>(w, rows, acts, store),
-            (7, true) => gemv::<7, true>(w, rows, acts, store),
-            (8, true) => gemv::<8, true>(w, rows, acts, store),
-            (1, false) => gemv::<1, false>(w, rows, acts, store),
-            (2, false) => gemv::<2, false>(w, rows, acts, store),
-            (3, false) => gemv::<3, false>(w, rows, acts, store),
-            (4, false) => gemv::<4, false>(w, rows, acts, store),
-            (5, false) => gemv::<5, false>(w, rows, acts, store),
-            (6, false) => gemv::<6, false>(w, rows, acts, store),
-            (7, false) => gemv::<7, false>(w, rows, acts, store),
-            (8, false) => gemv::<8, false>(w, rows, acts, store),
+            (1, true) => gemv::<1, true>(w, rows, acts, y),
+            (2, true) => gemv::<2, true>(w, rows, acts, y),
+            (3, true) => gemv::<3, true>(w, rows, acts, y),
+            (4, true) => gemv::<4, true>(w, rows, acts, y),
+            (5, true) => gemv::<5, true>(w, rows, acts, y),
+            (6, true) => gemv::<6, true>(w, rows, acts, y),
+            (7, true) => gemv::<7, true>(w, rows, acts, y),
+            (8, true) => gemv::<8, true>(w, rows, acts, y),
+            (1, false) => gemv::<1, false>(w, rows, acts, y),
+            (2, false) => gemv::<2, false>(w, rows, acts, y),
+            (3, false) => gemv::<3, false>(w, rows, acts, y),
+            (4, false) => gemv::<4, false>(w, rows, acts, y),
+            (5, false) => gemv::<5, false>(w, rows, acts, y),
+            (6, false) => gemv::<6, false>(w, rows, acts, y),
+            (7, false) => gemv::<7, false>(w, rows, acts, y),
+            (8, false) => gemv::<8, false>(w, rows, acts, y),
             _ => {}
         }
     }
@@ -79,7 +80,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
     w: &WeightMatrix,
     rows: std::ops::Range<usize>,
     acts: &QuantizedActs,
-    store: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
 ) {
     let (ty, cols) = (w.ty, w.cols);
     let bb = ty.block_bytes();
@@ -191,7 +192,8 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
             }
         }
         for (k, a) in acc.iter().enumerate() {
-            store(r, k, hsum(*a));
+            // SAFETY: k < N and r < w.rows: inside `y` (caller contract).
+            unsafe { *y.add(k * w.rows + r) = hsum(*a) };
         }
     }
 }
