@@ -69,6 +69,21 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Starts a streaming chat request that generates `max_tokens` (ignore_eos); asserts 200.
+    async fn stream_chat(&self, content: &str, max_tokens: u32) -> reqwest::Response {
+        let mut body = chat_body(content, max_tokens);
+        body["stream"] = json!(true);
+        body["ignore_eos"] = json!(true);
+        let resp = self
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp
+    }
+
     async fn metric(&self, name: &str) -> f64 {
         let text = self
             .http
@@ -332,16 +347,7 @@ async fn serves_openai_api_end_to_end() {
 
     // Disconnect mid-stream frees the sequence and its KV (RELIABILITY 10).
     let cancelled0 = c.metric("sprout_sequences_cancelled_total").await;
-    let mut body = chat_body("Tell me a very long story.", 400);
-    body["stream"] = json!(true);
-    body["ignore_eos"] = json!(true);
-    let mut resp = c
-        .post("/v1/chat/completions")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let mut resp = c.stream_chat("Tell me a very long story.", 400).await;
     let _ = resp.chunk().await.unwrap();
     let _ = resp.chunk().await.unwrap();
     drop(resp);
@@ -354,17 +360,7 @@ async fn serves_openai_api_end_to_end() {
     // A burst beyond max_concurrent + max_queue gets 429 with Retry-After (RELIABILITY 9).
     let mut held = Vec::new();
     for i in 0..4 {
-        let mut body = chat_body(&format!("Story number {i}"), 300);
-        body["stream"] = json!(true);
-        body["ignore_eos"] = json!(true);
-        let resp = c
-            .post("/v1/chat/completions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        held.push(resp);
+        held.push(c.stream_chat(&format!("Story number {i}"), 300).await);
     }
     let r = c
         .post("/v1/chat/completions")
@@ -399,16 +395,7 @@ async fn serves_openai_api_end_to_end() {
 
     // Graceful shutdown: a stream in flight when shutdown begins still ends whole, with its
     // last tokens, finish_reason "length" and [DONE]; new connections are refused meanwhile.
-    let mut body = chat_body("Count slowly from one to fifty.", 24);
-    body["stream"] = json!(true);
-    body["ignore_eos"] = json!(true);
-    let mut resp = c
-        .post("/v1/chat/completions")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let mut resp = c.stream_chat("Count slowly from one to fifty.", 24).await;
     let mut text = String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()).into_owned();
     let stopping = tokio::spawn(server.shutdown());
     while let Some(bytes) = resp.chunk().await.unwrap() {

@@ -4,6 +4,22 @@
 use super::decoded::{DecodedRow, QuantizedActs, GROUP, SUB};
 use std::arch::x86_64::*;
 
+/// Expands `$row!(k)` for k = 0..8, the most activation rows a kernel tile takes: each kernel's
+/// `row!` skips `k >= N`, and constant indices keep its accumulators in registers. (Defined
+/// before `mod gemv`, so in scope there too.)
+macro_rules! each_row {
+    ($row:ident) => {
+        $row!(0);
+        $row!(1);
+        $row!(2);
+        $row!(3);
+        $row!(4);
+        $row!(5);
+        $row!(6);
+        $row!(7);
+    };
+}
+
 pub(crate) mod gemv;
 mod unpack;
 pub(crate) use unpack::decode_fast;
@@ -192,14 +208,7 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
                     }
                 };
             }
-            row!(0);
-            row!(1);
-            row!(2);
-            row!(3);
-            row!(4);
-            row!(5);
-            row!(6);
-            row!(7);
+            each_row!(row);
         }
     }
     for g in 4 * chunks..groups {

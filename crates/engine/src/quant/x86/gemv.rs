@@ -146,14 +146,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                         }
                     };
                 }
-                row!(0);
-                row!(1);
-                row!(2);
-                row!(3);
-                row!(4);
-                row!(5);
-                row!(6);
-                row!(7);
+                each_row!(row);
             }
         }
         for g in 4 * chunks..blocks {
