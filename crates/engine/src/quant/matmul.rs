@@ -135,6 +135,14 @@ pub(crate) fn matmul_with(
                 });
                 return;
             }
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx2 && x86::gemv_k::supports(w.ty) {
+                pool.run(n_tasks, &|task| {
+                    // SAFETY: as for `gemv_block32` above.
+                    unsafe { x86::gemv_k::gemv_kquant(w, rows_of(task), &acts, n, y_ptr.get()) }
+                });
+                return;
+            }
             pool.run(n_tasks, &|task| {
                 DECODED.with_borrow_mut(|decoded| {
                     let d = &mut scratch_rows(decoded, 1, w.cols)[0];

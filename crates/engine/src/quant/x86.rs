@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 /// Expands `$row!(k)` for k = 0..8, the most activation rows a kernel tile takes: each kernel's
 /// `row!` skips `k >= N`, and constant indices keep its accumulators in registers. (Defined
-/// before `mod gemv`, so in scope there too.)
+/// before `mod gemv` and `mod gemv_k`, so in scope there too.)
 macro_rules! each_row {
     ($row:ident) => {
         $row!(0);
@@ -21,6 +21,7 @@ macro_rules! each_row {
 }
 
 pub(crate) mod gemv;
+pub(crate) mod gemv_k;
 mod unpack;
 pub(crate) use unpack::decode_fast;
 

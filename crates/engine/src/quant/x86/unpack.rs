@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 /// The little-endian `f16` at `b[at..at + 2]` as f32, converted with F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn f16c_at(b: &[u8], at: usize) -> f32 {
+pub(super) fn f16c_at(b: &[u8], at: usize) -> f32 {
     let bits = u16::from_le_bytes([b[at], b[at + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -55,6 +55,69 @@ pub(super) unsafe fn block32(ty: GgmlType, b: &[u8]) -> __m256i {
             }
         }
     }
+}
+
+/// The levels (0..16) of elements 128h..128h+128 of the Q4_K block at `b`, as four groups of
+/// 32: the low then high nibbles of qs bytes 64h..64h+32, then of 64h+32..64h+64.
+///
+/// # Safety
+/// Requires AVX2; `b` points at a whole 144-byte Q4_K block; `h < 2`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k_half(b: *const u8, h: usize) -> [__m256i; 4] {
+    let low4 = _mm256_set1_epi8(0xF);
+    // SAFETY: bytes 16 + 64h .. 16 + 64h + 64 lie in the block.
+    let (qa, qb) = unsafe {
+        (
+            _mm256_loadu_si256(b.add(16 + 64 * h) as *const __m256i),
+            _mm256_loadu_si256(b.add(48 + 64 * h) as *const __m256i),
+        )
+    };
+    [
+        _mm256_and_si256(qa, low4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4),
+        _mm256_and_si256(qb, low4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4),
+    ]
+}
+
+/// The unsigned levels (0..64) of elements 128h..128h+128 of the Q6_K block at `b`, as four
+/// groups of 32: element `l + 32·quarter` takes nibble `quarter / 2` of
+/// `ql[64h + l + 32·(quarter % 2)]` and bits `2·quarter` of `qh[32h + l]`.
+///
+/// # Safety
+/// Requires AVX2; `b` points at a whole 210-byte Q6_K block; `h < 2`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6k_half(b: *const u8, h: usize) -> [__m256i; 4] {
+    let low4 = _mm256_set1_epi8(0xF);
+    let high2 = _mm256_set1_epi8(0x30);
+    // SAFETY: ql 64h..64h+64 and qh 128+32h..160+32h lie in the block.
+    let (qa, qb, qh) = unsafe {
+        (
+            _mm256_loadu_si256(b.add(64 * h) as *const __m256i),
+            _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i),
+            _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i),
+        )
+    };
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(qa, low4),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high2),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(qb, low4),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high2),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4),
+            _mm256_and_si256(qh, high2),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high2),
+        ),
+    ]
 }
 
 /// Unpacks one row of `ty` into `w` (the same result as [`DecodedRow::decode`]).
@@ -105,7 +168,6 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
 /// Requires AVX2, FMA and F16C; `src` is one Q4_K row matching `w`'s length.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
-    let low4 = _mm256_set1_epi8(0xF);
     assert!(w.q.len() >= src.len() / 144 * 256, "row shape");
     for (i, b) in src.chunks_exact(144).enumerate() {
         let (d, min) = (f16c_at(b, 0), f16c_at(b, 2));
@@ -119,16 +181,14 @@ unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
             off[2 * j] = m;
             off[2 * j + 1] = m;
         }
-        for c in 0..4 {
-            // SAFETY: bytes 16+32c..48+32c lie in the 144-byte block; the 64 output bytes
-            // 256i+64c.. lie in the row's `q` (asserted above).
+        for h in 0..2 {
+            // SAFETY: the block is 144 bytes; the 128 output bytes 256i+128h.. lie in the
+            // row's `q` (asserted above).
             unsafe {
-                let qs = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(qs, low4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low4);
-                let out = w.q.as_mut_ptr().add(256 * i + 64 * c);
-                _mm256_storeu_si256(out as *mut __m256i, lo);
-                _mm256_storeu_si256(out.add(32) as *mut __m256i, hi);
+                let out = w.q.as_mut_ptr().add(256 * i + 128 * h);
+                for (g, v) in q4k_half(b.as_ptr(), h).into_iter().enumerate() {
+                    _mm256_storeu_si256(out.add(32 * g) as *mut __m256i, v);
+                }
             }
         }
     }
@@ -142,8 +202,6 @@ unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
 /// Requires AVX2, FMA and F16C; `src` is one Q6_K row matching `w`'s length.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
-    let low4 = _mm256_set1_epi8(0xF);
-    let high2 = _mm256_set1_epi8(0x30);
     let minus32 = _mm256_set1_ps(-32.0);
     assert!(w.q.len() >= src.len() / 210 * 256, "row shape");
     for (i, b) in src.chunks_exact(210).enumerate() {
@@ -167,27 +225,7 @@ unsafe fn decode_q6k(w: &mut DecodedRow, src: &[u8]) {
             _mm256_storeu_ps(op, _mm256_mul_ps(minus32, s_lo));
             _mm256_storeu_ps(op.add(8), _mm256_mul_ps(minus32, s_hi));
             for h in 0..2 {
-                let qa = _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i);
-                let qb = _mm256_loadu_si256(b.as_ptr().add(64 * h + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * h) as *const __m256i);
-                let parts = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(qa, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), high2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(qb, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), high2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4),
-                        _mm256_and_si256(qh, high2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), high2),
-                    ),
-                ];
+                let parts = q6k_half(b.as_ptr(), h);
                 let out = w.q.as_mut_ptr().add(256 * i + 128 * h);
                 for (quarter, p) in parts.into_iter().enumerate() {
                     _mm256_storeu_si256(out.add(32 * quarter) as *mut __m256i, p);
