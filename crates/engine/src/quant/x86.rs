@@ -20,6 +20,32 @@ macro_rules! each_row {
     };
 }
 
+/// Calls `$f::<N, FLAG>(args)` for the runtime `$n` (1..=8) and `$flag`: the kernels are
+/// instantiated per row count so that their row loops unroll (see [`each_row`]).
+macro_rules! by_rows {
+    ($f:ident, $n:expr, $flag:expr, ($($arg:expr),*)) => {
+        match ($n, $flag) {
+            (1, true) => $f::<1, true>($($arg),*),
+            (2, true) => $f::<2, true>($($arg),*),
+            (3, true) => $f::<3, true>($($arg),*),
+            (4, true) => $f::<4, true>($($arg),*),
+            (5, true) => $f::<5, true>($($arg),*),
+            (6, true) => $f::<6, true>($($arg),*),
+            (7, true) => $f::<7, true>($($arg),*),
+            (8, true) => $f::<8, true>($($arg),*),
+            (1, false) => $f::<1, false>($($arg),*),
+            (2, false) => $f::<2, false>($($arg),*),
+            (3, false) => $f::<3, false>($($arg),*),
+            (4, false) => $f::<4, false>($($arg),*),
+            (5, false) => $f::<5, false>($($arg),*),
+            (6, false) => $f::<6, false>($($arg),*),
+            (7, false) => $f::<7, false>($($arg),*),
+            (8, false) => $f::<8, false>($($arg),*),
+            _ => {}
+        }
+    };
+}
+
 pub(crate) mod gemv;
 pub(crate) mod gemv_k;
 mod unpack;
@@ -62,27 +88,7 @@ pub(crate) unsafe fn dot_rows(
     debug_assert!(w.q.len() >= cols && w.scale.len() >= cols / SUB && nt <= TILE);
     debug_assert!(acts.q.len() >= (t0 + nt) * cols);
     // SAFETY (all arms): forwarded from the caller; N = nt.
-    unsafe {
-        match (nt, w.signed) {
-            (1, true) => dot_tile::<1, true>(w, acts, cols, t0, out),
-            (2, true) => dot_tile::<2, true>(w, acts, cols, t0, out),
-            (3, true) => dot_tile::<3, true>(w, acts, cols, t0, out),
-            (4, true) => dot_tile::<4, true>(w, acts, cols, t0, out),
-            (5, true) => dot_tile::<5, true>(w, acts, cols, t0, out),
-            (6, true) => dot_tile::<6, true>(w, acts, cols, t0, out),
-            (7, true) => dot_tile::<7, true>(w, acts, cols, t0, out),
-            (8, true) => dot_tile::<8, true>(w, acts, cols, t0, out),
-            (1, false) => dot_tile::<1, false>(w, acts, cols, t0, out),
-            (2, false) => dot_tile::<2, false>(w, acts, cols, t0, out),
-            (3, false) => dot_tile::<3, false>(w, acts, cols, t0, out),
-            (4, false) => dot_tile::<4, false>(w, acts, cols, t0, out),
-            (5, false) => dot_tile::<5, false>(w, acts, cols, t0, out),
-            (6, false) => dot_tile::<6, false>(w, acts, cols, t0, out),
-            (7, false) => dot_tile::<7, false>(w, acts, cols, t0, out),
-            (8, false) => dot_tile::<8, false>(w, acts, cols, t0, out),
-            _ => {}
-        }
-    }
+    unsafe { by_rows!(dot_tile, nt, w.signed, (w, acts, cols, t0, out)) }
 }
 
 /// Sum of the 32 products `w·a` of one group of unsigned levels `w` (< 64) as 8 i32 lanes.

@@ -29,27 +29,7 @@ pub(crate) unsafe fn gemv_kquant(
     y: *mut f32,
 ) {
     // SAFETY (all arms): forwarded from the caller.
-    unsafe {
-        match (n, w.ty == GgmlType::Q6K) {
-            (1, true) => gemv::<1, true>(w, rows, acts, y),
-            (2, true) => gemv::<2, true>(w, rows, acts, y),
-            (3, true) => gemv::<3, true>(w, rows, acts, y),
-            (4, true) => gemv::<4, true>(w, rows, acts, y),
-            (5, true) => gemv::<5, true>(w, rows, acts, y),
-            (6, true) => gemv::<6, true>(w, rows, acts, y),
-            (7, true) => gemv::<7, true>(w, rows, acts, y),
-            (8, true) => gemv::<8, true>(w, rows, acts, y),
-            (1, false) => gemv::<1, false>(w, rows, acts, y),
-            (2, false) => gemv::<2, false>(w, rows, acts, y),
-            (3, false) => gemv::<3, false>(w, rows, acts, y),
-            (4, false) => gemv::<4, false>(w, rows, acts, y),
-            (5, false) => gemv::<5, false>(w, rows, acts, y),
-            (6, false) => gemv::<6, false>(w, rows, acts, y),
-            (7, false) => gemv::<7, false>(w, rows, acts, y),
-            (8, false) => gemv::<8, false>(w, rows, acts, y),
-            _ => {}
-        }
-    }
+    unsafe { by_rows!(gemv, n, w.ty == GgmlType::Q6K, (w, rows, acts, y)) }
 }
 
 /// Scales (in the `hadd` order of [`chunk_sums`]) and offsets (natural order, one per 16) of
