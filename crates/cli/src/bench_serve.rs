@@ -95,7 +95,9 @@ pub fn run(args: BenchServeArgs) -> Result<()> {
     let rt = tokio_runtime()?;
     // The progress line only where someone watches it (not into logs or pipes).
     let progress = !args.json && std::io::stderr().is_terminal();
-    let report = rt.block_on(bench::run(opts, progress));
+    let report = rt
+        .block_on(bench::run(opts, progress))
+        .context("building the HTTP client")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

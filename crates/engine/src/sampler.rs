@@ -228,6 +228,7 @@ fn pick(c: &mut [(u32, f32)], sum: f32, min_p: f32, top_p: f32, u: f32) -> Optio
                 k = (k * 8).min(n);
                 continue;
             }
+            None if min_p <= 0.0 => sum,
             None => c.iter().filter(|e| e.1 >= min_p).map(|e| e.1).sum::<f32>(),
         };
         let mut r = u * total;

@@ -125,16 +125,15 @@ async fn one(http: &reqwest::Client, o: &BenchOptions, prompt: &str) -> Sample {
     s
 }
 
-/// Runs the load and returns the report as JSON.
-pub async fn run(o: BenchOptions, progress: bool) -> Value {
+/// Runs the load and returns the report as JSON; an error only if no HTTP client can be built.
+pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Error> {
     // A fresh connection per request: servers close idle keep-alive connections on their own
     // schedules (llama-server after a few requests), and a request sent on a connection the
     // server just closed would count as a failure of the server under test. Connecting costs
     // microseconds next to a generation.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
-        .build()
-        .unwrap_or_default();
+        .build()?;
     let o = Arc::new(o);
     let issued = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -215,7 +214,7 @@ pub async fn run(o: BenchOptions, progress: bool) -> Value {
         t.abort();
         eprintln!();
     }
-    report(&samples, started.elapsed().as_secs_f64())
+    Ok(report(&samples, started.elapsed().as_secs_f64()))
 }
 
 fn report(samples: &[Sample], wall_s: f64) -> Value {

@@ -22,14 +22,12 @@ const GEMV_ROWS_PER_TASK: usize = 64;
 /// How many rows ahead the GEMV path asks the CPU to fetch weights (DRAM latency ≈ the time
 /// to process two rows of a 0.5B model).
 const PREFETCH_ROWS: usize = 2;
-/// Up to this many activation rows (a batched decode step), each weight row is unpacked into L1
-/// (or registers) and used at once instead of in blocks of [`ROWS_PER_TASK`] rows.
-#[cfg(target_arch = "x86_64")]
-const GEMV_MAX_ROWS: usize = x86::gemv::MAX_ROWS;
-#[cfg(not(target_arch = "x86_64"))]
-const GEMV_MAX_ROWS: usize = 8;
-/// Activation rows per kernel call (the most the SIMD kernels take: [`x86::TILE`]).
+/// Activation rows per kernel call. Up to this many (a decode step of up to 8 sequences) each
+/// weight row is unpacked into L1 (or registers) and used at once for all of them; more rows
+/// (prefill) unpack blocks of [`ROWS_PER_TASK`] weight rows and sweep them tile by tile.
 const TILE: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(TILE == x86::TILE, "the SIMD kernels take TILE rows");
 
 /// Which instruction set the kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +116,7 @@ pub(crate) fn matmul_with(
             Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
             _ => QuantizedActs::new(x),
         };
-        if n <= GEMV_MAX_ROWS {
+        if n <= TILE {
             // GEMV-like: few activation rows, so unpack each row into L1 and use it at once.
             // Longer runs of rows per task keep each thread's weight stream sequential.
             let n_tasks = w.rows.div_ceil(GEMV_ROWS_PER_TASK);
@@ -129,7 +127,7 @@ pub(crate) fn matmul_with(
             if isa == Isa::Avx2 && x86::gemv::supports(w.ty) {
                 pool.run(n_tasks, &|task| {
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the type
-                    // is supported, `acts` holds n <= MAX_ROWS rows of `cols`, the rows exist, `y`
+                    // is supported, `acts` holds n <= TILE rows of `cols`, the rows exist, `y`
                     // is n × rows and each task writes only its own rows.
                     unsafe { x86::gemv::gemv_block32(w, rows_of(task), &acts, n, y_ptr.get()) }
                 });
@@ -152,12 +150,9 @@ pub(crate) fn matmul_with(
                             prefetch(w.row(r + PREFETCH_ROWS));
                         }
                         decode_row(isa, d, w, r);
-                        for t0 in (0..n).step_by(TILE) {
-                            let nt = TILE.min(n - t0);
-                            dot_rows(isa, d, &acts, w.cols, t0, nt, &mut out);
-                            for (k, &v) in out.iter().enumerate().take(nt) {
-                                store(t0 + k, r, v);
-                            }
+                        dot_rows(isa, d, &acts, w.cols, 0, n, &mut out);
+                        for (t, &v) in out.iter().enumerate().take(n) {
+                            store(t, r, v);
                         }
                     }
                 })

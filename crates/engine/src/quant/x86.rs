@@ -21,7 +21,7 @@ macro_rules! each_row {
 }
 
 /// Calls `$f::<N, FLAG>(args)` for the runtime `$n` (1..=8) and `$flag`: the kernels are
-/// instantiated per row count so that their row loops unroll (see [`each_row`]).
+/// instantiated per row count so that their row loops unroll (see `each_row!`).
 macro_rules! by_rows {
     ($f:ident, $n:expr, $flag:expr, ($($arg:expr),*)) => {
         match ($n, $flag) {
@@ -51,7 +51,8 @@ pub(crate) mod gemv_k;
 mod unpack;
 pub(crate) use unpack::decode_fast;
 
-/// Activation rows processed per weight row pass (accumulators kept in registers).
+/// The most activation rows any kernel here takes per weight row pass (accumulators kept in
+/// registers; see `each_row!` and `by_rows!`).
 pub(crate) const TILE: usize = 8;
 
 /// Whether this CPU runs the kernels here.

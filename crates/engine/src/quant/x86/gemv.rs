@@ -1,4 +1,4 @@
-//! Fused GEMV for the 32-element block types (Q4_0, Q5_0, Q8_0) with up to [`MAX_ROWS`]
+//! Fused GEMV for the 32-element block types (Q4_0, Q5_0, Q8_0) with up to [`super::TILE`]
 //! activation rows: each block is unpacked in registers and multiplied at once, with no scratch row. This
 //! is the decode step's path (n = 1 per sequence), where the per-row unpack round trip and
 //! per-row dispatch cost as much as the arithmetic on 896-wide rows.
@@ -9,16 +9,12 @@ use super::unpack::block32;
 use super::{chunk_sums, group_dot, group_dot_unsigned, hsum};
 use std::arch::x86_64::*;
 
-/// The most activation rows one call takes: a batched decode step of up to 8 sequences reuses
-/// each block unpacked in registers for all of them.
-pub(crate) const MAX_ROWS: usize = 8;
-
 /// Whether [`gemv_block32`] handles `ty`.
 pub(crate) fn supports(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
 }
 
-/// For every row `r` in `rows`, `y[k·w.rows + r] = Σ_i w[r][i] * x[k][i]` for `k < n` (≤ [`MAX_ROWS`]).
+/// For every row `r` in `rows`, `y[k·w.rows + r] = Σ_i w[r][i] * x[k][i]` for `k < n` (≤ [`super::TILE`]).
 ///
 /// # Safety
 /// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports`]; `acts` holds
@@ -34,6 +30,16 @@ pub(crate) unsafe fn gemv_block32(
 ) {
     // SAFETY (all arms): forwarded from the caller.
     unsafe { by_rows!(gemv, n, w.ty == GgmlType::Q8_0, (w, rows, acts, y)) }
+}
+
+/// Asks the CPU for the weight row two rows after `row` (rows of `row_bytes`): about the DRAM
+/// latency ahead of a 0.5B model's rows. A prefetch hint never faults, even past the data.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn prefetch_ahead(row: *const u8, row_bytes: usize) {
+    for line in (0..row_bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(2 * row_bytes + line) as *const i8);
+    }
 }
 
 /// Builds `[d0, d1, d2, d3, d0, d1, d2, d3]` from the `f16` scales at the start of four
@@ -83,10 +89,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
         // SAFETY: row r < w.rows, so its `row_bytes` bytes lie in `data`; prefetching further
         // rows is a hint that never faults.
         let row = unsafe { data.as_ptr().add(r * row_bytes) };
-        for line in (0..row_bytes).step_by(64) {
-            // A prefetch hint never faults, even past the end of the data.
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(2 * row_bytes + line) as *const i8);
-        }
+        prefetch_ahead(row, row_bytes);
         let mut acc = [_mm256_setzero_ps(); N];
         for c in 0..chunks {
             // SAFETY: blocks 4c..4c+4 lie in the row; activation elements 128c..128c+128 and

@@ -1,10 +1,11 @@
 //! Fused GEMV for Q4_K and Q6_K weights (the default file's ffn_down) with up to
-//! [`super::gemv::MAX_ROWS`] activation rows: each 128 elements of a 256-element block are
+//! [`super::TILE`] activation rows: each 128 elements of a 256-element block are
 //! unpacked in registers, with their scales and offsets, and used at once for every row —
 //! instead of unpacking the row into a scratch row and reading it back.
 
 use super::super::decoded::{QuantizedActs, GROUP};
 use super::super::{blocks::scale_min_k4, GgmlType, WeightMatrix};
+use super::gemv::prefetch_ahead;
 use super::unpack::{f16c_at, q4k_half, q6k_half};
 use super::{chunk_sums, hsum};
 use std::arch::x86_64::*;
@@ -104,9 +105,7 @@ unsafe fn gemv<const N: usize, const Q6: bool>(
     for r in rows {
         // SAFETY: row r < w.rows, so its bytes lie in `data`; prefetching is a hint.
         let row = unsafe { data.as_ptr().add(r * row_bytes) };
-        for line in (0..row_bytes).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(2 * row_bytes + line) as *const i8);
-        }
+        prefetch_ahead(row, row_bytes);
         let mut acc = [_mm256_setzero_ps(); N];
         for i in 0..blocks {
             // SAFETY: block i lies in the row; activation elements 256i..256i+256, scales
