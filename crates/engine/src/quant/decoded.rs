@@ -27,6 +27,22 @@ pub(crate) fn is_signed(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q8_0 | GgmlType::Q8_1)
 }
 
+/// Whether `ty`'s unpacked scales and offsets are equal across each 32 elements and its
+/// unsigned levels stay below 32 (the signed types also have one scale per 32).
+pub(crate) fn is_per32(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+    )
+}
+
 /// A weight row unpacked: `q[i]`, `scale[i / 16]`, `offset[i / 16]`.
 pub(crate) struct DecodedRow {
     pub q: Vec<i8>,
@@ -34,6 +50,9 @@ pub(crate) struct DecodedRow {
     pub offset: Vec<f32>,
     /// Whether levels are signed (Q8_0/Q8_1, no offsets); else unsigned, with offsets.
     pub signed: bool,
+    /// Whether scales and offsets hold per 32 elements and unsigned levels are below 32
+    /// ([`is_per32`]).
+    pub per32: bool,
 }
 
 impl DecodedRow {
@@ -44,6 +63,7 @@ impl DecodedRow {
             scale: vec![0.0; cols / SUB],
             offset: vec![0.0; cols / SUB],
             signed: false,
+            per32: false,
         }
     }
 
@@ -224,6 +244,58 @@ impl QuantizedActs {
         // SAFETY: the caller guarantees the CPU features; the buffers have the required sizes.
         unsafe { super::x86::quantize_acts(x, &mut q, &mut scale, &mut sum16) };
         Self { q, scale, sum16 }
+    }
+}
+
+/// Activation rows regrouped for kernels that broadcast 4 weight levels against the same 4
+/// elements of [`TILE`] rows at once (so each 32-bit lane accumulates one activation row and
+/// no horizontal sums are needed). Rows are taken [`TILE`] at a time; a last partial tile is
+/// padded with zero rows.
+pub(crate) struct TiledActs {
+    /// `[tile][col / 4][row][4]`: 32 bytes per group of 4 columns.
+    pub q: Vec<i8>,
+    /// `[tile][col / 32][row]`: the activation scales.
+    pub scale: Vec<f32>,
+    /// `[tile][col / 16][row]`: `scale · Σq` per 16.
+    pub sum16: Vec<f32>,
+    /// `[tile][col / 32][row]`: `scale · Σq` per 32.
+    pub sum32: Vec<f32>,
+}
+
+/// Activation rows per tile of [`TiledActs`] (one per 32-bit lane of a 256-bit register).
+pub(crate) const TILE: usize = 8;
+
+impl TiledActs {
+    /// Regroups `n` quantized rows of `cols` elements (a multiple of 32).
+    pub fn new(acts: &QuantizedActs, n: usize, cols: usize) -> Self {
+        let tiles = n.div_ceil(TILE);
+        let (groups, subs) = (cols / GROUP, cols / SUB);
+        let mut q = vec![0i8; tiles * TILE * cols];
+        let mut scale = vec![0f32; tiles * TILE * groups];
+        let mut sum16 = vec![0f32; tiles * TILE * subs];
+        let mut sum32 = vec![0f32; tiles * TILE * groups];
+        for t in 0..n {
+            let (tile, k) = (t / TILE, t % TILE);
+            let row = &acts.q[t * cols..(t + 1) * cols];
+            let dst = &mut q[tile * TILE * cols..(tile + 1) * TILE * cols];
+            for (c, four) in row.chunks_exact(4).enumerate() {
+                dst[32 * c + 4 * k..32 * c + 4 * k + 4].copy_from_slice(four);
+            }
+            for g in 0..groups {
+                let at = (tile * groups + g) * TILE + k;
+                scale[at] = acts.scale[t * groups + g];
+                let (s0, s1) = (acts.sum16[t * subs + 2 * g], acts.sum16[t * subs + 2 * g + 1]);
+                sum32[at] = s0 + s1;
+                sum16[(tile * subs + 2 * g) * TILE + k] = s0;
+                sum16[(tile * subs + 2 * g + 1) * TILE + k] = s1;
+            }
+        }
+        Self {
+            q,
+            scale,
+            sum16,
+            sum32,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! (and Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
 //! See docs/kernels.md for the measurements behind these choices.
 
-use super::decoded::{is_integer, is_signed, DecodedRow, QuantizedActs, GROUP, SUB};
+use super::decoded::{
+    is_integer, is_per32, is_signed, DecodedRow, QuantizedActs, TiledActs, GROUP, SUB,
+};
 #[cfg(target_arch = "x86_64")]
 use super::x86;
 use super::WeightMatrix;
@@ -116,6 +118,66 @@ pub(crate) fn matmul_with(
             Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
             _ => QuantizedActs::new(x),
         };
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && n >= bcast_min() {
+            let tiled = TiledActs::new(&acts, n, w.cols);
+            let (per_task, n_tasks) = if n <= TILE {
+                (GEMV_ROWS_PER_TASK, w.rows.div_ceil(GEMV_ROWS_PER_TASK))
+            } else {
+                (ROWS_PER_TASK, n_tasks)
+            };
+            if n <= TILE && x86::bcast::supports_block32(w.ty) {
+                let rows_of = |task: usize| {
+                    task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
+                };
+                pool.run(n_tasks, &|task| {
+                    // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
+                    // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
+                    // exist, `y` is n × rows and each task writes only its own rows.
+                    unsafe {
+                        x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get())
+                    }
+                });
+                return;
+            }
+            pool.run(n_tasks, &|task| {
+                DECODED.with_borrow_mut(|decoded| {
+                    let rows = task * per_task..((task + 1) * per_task).min(w.rows);
+                    let mut out = [0f32; TILE];
+                    if n <= TILE {
+                        let d = &mut scratch_rows(decoded, 1, w.cols)[0];
+                        for r in rows {
+                            if r + PREFETCH_ROWS < w.rows {
+                                prefetch(w.row(r + PREFETCH_ROWS));
+                            }
+                            decode_row(isa, d, w, r);
+                            // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and
+                            // F16C; `d` and `tiled` hold rows of `w.cols`, tile 0 exists.
+                            unsafe { x86::bcast::dot_tile(d, &tiled, w.cols, 0, &mut out) };
+                            for (t, &v) in out.iter().enumerate().take(n) {
+                                store(t, r, v);
+                            }
+                        }
+                        return;
+                    }
+                    let decoded = scratch_rows(decoded, ROWS_PER_TASK, w.cols);
+                    for (d, r) in decoded.iter_mut().zip(rows.clone()) {
+                        decode_row(isa, d, w, r);
+                    }
+                    for tile in 0..n.div_ceil(TILE) {
+                        let nt = TILE.min(n - tile * TILE);
+                        for (d, r) in decoded.iter().zip(rows.clone()) {
+                            // SAFETY: as above; `tile` < the tile count of `tiled`.
+                            unsafe { x86::bcast::dot_tile(d, &tiled, w.cols, tile, &mut out) };
+                            for (k, &v) in out.iter().enumerate().take(nt) {
+                                store(tile * TILE + k, r, v);
+                            }
+                        }
+                    }
+                })
+            });
+            return;
+        }
         if n <= TILE {
             // GEMV-like: few activation rows, so unpack each row into L1 and use it at once.
             // Longer runs of rows per task keep each thread's weight stream sequential.
@@ -230,6 +292,16 @@ fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
         _ => d.decode(w.ty, w.row(r)),
     }
     d.signed = is_signed(w.ty);
+    d.per32 = is_per32(w.ty);
+}
+
+static BCAST_MIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
+fn bcast_min() -> usize {
+    BCAST_MIN.load(std::sync::atomic::Ordering::Relaxed)
+}
+#[doc(hidden)]
+pub fn set_bcast_min(v: usize) {
+    BCAST_MIN.store(v, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn dot_rows(

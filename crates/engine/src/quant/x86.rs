@@ -46,6 +46,7 @@ macro_rules! by_rows {
     };
 }
 
+pub(crate) mod bcast;
 pub(crate) mod gemv;
 pub(crate) mod gemv_k;
 mod unpack;
@@ -60,6 +61,18 @@ pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+/// The four floats at `p` (no alignment needed) in both 128-bit halves.
+///
+/// # Safety
+/// Requires AVX; `p` points at 4 readable floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn broadcast4(p: *const f32) -> __m256 {
+    // SAFETY: the caller guarantees 4 readable floats at p.
+    let x = unsafe { _mm_loadu_ps(p) };
+    _mm256_set_m128(x, x)
 }
 
 /// Horizontal sum of eight f32 lanes.
@@ -206,7 +219,7 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
                     if $k < N {
                         let h = chunk_sums::<SIGNED, false>(&wv, &wa, aq.add($k * cols + base));
                         let xs =
-                            _mm256_broadcast_ps(&*(asc.add($k * groups + 4 * c) as *const __m128));
+                            broadcast4(asc.add($k * groups + 4 * c));
                         acc[$k] =
                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[$k]);
                         if !SIGNED {

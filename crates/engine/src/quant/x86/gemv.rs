@@ -118,9 +118,7 @@ unsafe fn gemv<const N: usize, const SIGNED: bool>(
                                 let sums = _mm256_permutevar8x32_ps(sums, perm);
                                 acc[$k] = _mm256_fmadd_ps(wb, sums, acc[$k]);
                             }
-                            let xs = _mm256_broadcast_ps(
-                                &*(asc.add($k * blocks + 4 * c) as *const __m128),
-                            );
+                            let xs = super::broadcast4(asc.add($k * blocks + 4 * c));
                             acc[$k] = _mm256_fmadd_ps(
                                 _mm256_cvtepi32_ps(h),
                                 _mm256_mul_ps(ws, xs),

@@ -128,9 +128,7 @@ unsafe fn gemv<const N: usize, const Q6: bool>(
                                     &wv,
                                     aq.add($k * cols + 128 * c),
                                 );
-                                let xs = _mm256_broadcast_ps(
-                                    &*(asc.add($k * groups + 4 * c) as *const __m128),
-                                );
+                                let xs = super::broadcast4(asc.add($k * groups + 4 * c));
                                 acc[$k] = _mm256_fmadd_ps(
                                     _mm256_cvtepi32_ps(h),
                                     _mm256_mul_ps(wsc, xs),

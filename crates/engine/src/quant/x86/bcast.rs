@@ -1,0 +1,310 @@
+//! The broadcast kernel: one unpacked weight row ([`DecodedRow`]) against a tile of
+//! [`TILE`] activation rows regrouped by [`TiledActs`]. Each 4 weight levels are broadcast to
+//! all eight 32-bit lanes and multiplied with the same 4 columns of the eight activation rows,
+//! so lane k accumulates activation row k's dot product: no horizontal sums, and per 32
+//! columns one convert and one FMA serve all eight rows.
+
+use super::super::decoded::{DecodedRow, TiledActs, GROUP, SUB, TILE};
+use super::super::{GgmlType, WeightMatrix};
+use std::arch::x86_64::*;
+
+/// `out[k] = Σ_i w[i] · x[8·tile + k][i]` for the eight rows of `tile` (offsets included;
+/// padding rows give 0).
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C ([`super::available`]); `w` and `acts` hold rows of `cols`
+/// elements (a multiple of 32) and `tile` exists in `acts`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_tile(
+    w: &DecodedRow,
+    acts: &TiledActs,
+    cols: usize,
+    tile: usize,
+    out: &mut [f32; TILE],
+) {
+    debug_assert!(w.q.len() >= cols && acts.q.len() >= (tile + 1) * TILE * cols);
+    // SAFETY (all arms): forwarded from the caller.
+    let acc = unsafe {
+        match (w.signed, w.per32) {
+            (true, _) => tile_kernel::<true, true>(w, acts, cols, tile),
+            (false, true) => tile_kernel::<false, true>(w, acts, cols, tile),
+            (false, false) => tile_kernel::<false, false>(w, acts, cols, tile),
+        }
+    };
+    // SAFETY: `out` holds TILE = 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+}
+
+/// [`dot_tile`] for one layout: `SIGNED` levels (Q8_0: `|w|·sign(x, w)` products, no
+/// offsets), or unsigned levels with offsets, per 32 (`PER32`, levels < 32) or per 16 (< 64).
+///
+/// # Safety
+/// As [`dot_tile`]; for `PER32` the row's scales and offsets are equal in each 32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_kernel<const SIGNED: bool, const PER32: bool>(
+    w: &DecodedRow,
+    acts: &TiledActs,
+    cols: usize,
+    tile: usize,
+) -> __m256 {
+    let (groups, subs) = (cols / GROUP, cols / SUB);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the tile's levels, scales and sums start at these offsets (caller contract);
+    // every read below stays within `cols` columns of the row and the tile.
+    unsafe {
+        let wq = w.q.as_ptr() as *const i32;
+        let (ws, wo) = (w.scale.as_ptr(), w.offset.as_ptr());
+        let aq = acts.q.as_ptr().add(tile * TILE * cols);
+        let asc = acts.scale.as_ptr().add(tile * TILE * groups);
+        let as16 = acts.sum16.as_ptr().add(tile * TILE * subs);
+        let as32 = acts.sum32.as_ptr().add(tile * TILE * groups);
+        // Four weight levels (columns 4i..4i+4) in every lane, and the same four columns of
+        // the eight activation rows.
+        let wb = |i: usize| _mm256_set1_epi32(wq.add(i).read_unaligned());
+        let a = |i: usize| _mm256_loadu_si256(aq.add(32 * i) as *const __m256i);
+        // One unit (32 columns if PER32, else 16) added to `acc`, its offset term to `off`.
+        let unit = |u: usize, acc: __m256, off: __m256| -> (__m256, __m256) {
+            let (p, g, scale_at) = if PER32 {
+                let p = if SIGNED {
+                    // Pairwise i16 sums of |w|·x stay within 2·128·127 < 32768.
+                    let m: [__m256i; 8] = std::array::from_fn(|j| {
+                        let (w, x) = (wb(8 * u + j), a(8 * u + j));
+                        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                        _mm256_madd_epi16(p, ones)
+                    });
+                    let s01 = _mm256_add_epi32(m[0], m[1]);
+                    let s23 = _mm256_add_epi32(m[2], m[3]);
+                    let s45 = _mm256_add_epi32(m[4], m[5]);
+                    let s67 = _mm256_add_epi32(m[6], m[7]);
+                    _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67))
+                } else {
+                    // Levels < 32: an i16 lane of one maddubs is at most 2·31·127, so four
+                    // of them add up below 32768.
+                    let m: [__m256i; 8] =
+                        std::array::from_fn(|j| _mm256_maddubs_epi16(wb(8 * u + j), a(8 * u + j)));
+                    let lo = _mm256_add_epi16(
+                        _mm256_add_epi16(m[0], m[1]),
+                        _mm256_add_epi16(m[2], m[3]),
+                    );
+                    let hi = _mm256_add_epi16(
+                        _mm256_add_epi16(m[4], m[5]),
+                        _mm256_add_epi16(m[6], m[7]),
+                    );
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
+                };
+                (p, u, 2 * u)
+            } else {
+                // Levels < 64: two maddubs lanes add up below 2·2·63·127 < 32768.
+                let m: [__m256i; 4] =
+                    std::array::from_fn(|j| _mm256_maddubs_epi16(wb(4 * u + j), a(4 * u + j)));
+                let p = _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_add_epi16(m[0], m[1]), ones),
+                    _mm256_madd_epi16(_mm256_add_epi16(m[2], m[3]), ones),
+                );
+                (p, u / 2, u)
+            };
+            let xs = _mm256_loadu_ps(asc.add(TILE * g));
+            let s = _mm256_mul_ps(_mm256_set1_ps(*ws.add(scale_at)), xs);
+            let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc);
+            if SIGNED {
+                return (acc, off);
+            }
+            let sums = _mm256_loadu_ps(if PER32 { as32 } else { as16 }.add(TILE * u));
+            (acc, _mm256_fmadd_ps(_mm256_set1_ps(*wo.add(scale_at)), sums, off))
+        };
+        let units = if PER32 { groups } else { subs };
+        // Two accumulators (even and odd units) and one for the offsets: a single chain
+        // of FMAs would wait on each FMA's latency.
+        let zero = _mm256_setzero_ps();
+        let (mut acc0, mut acc1, mut off) = (zero, zero, zero);
+        let mut u = 0;
+        while u + 2 <= units {
+            (acc0, off) = unit(u, acc0, off);
+            (acc1, off) = unit(u + 1, acc1, off);
+            u += 2;
+        }
+        if u < units {
+            (acc0, off) = unit(u, acc0, off);
+        }
+        _mm256_add_ps(_mm256_add_ps(acc0, acc1), off)
+    }
+}
+
+/// Block type codes for [`gemv_block32`]'s const parameter.
+const Q4_0: u8 = 0;
+const Q5_0: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// Whether [`gemv_block32`] handles `ty`.
+pub(crate) fn supports_block32(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// For every row `r` in `rows`, `y[k·w.rows + r] = Σ_i w[r][i] · x[k][i]` for `k < n` (≤
+/// [`TILE`], tile 0 of `acts`): Q4_0/Q5_0/Q8_0 blocks unpacked in registers, each half
+/// (16 levels) duplicated into both 128-bit lanes so that one in-lane shuffle broadcasts 4
+/// levels.
+///
+/// # Safety
+/// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports_block32`];
+/// `acts` holds tile 0 of rows of `w.cols`; `rows` lies within `w.rows`; `y` points at
+/// `n × w.rows` floats, whose elements of `rows` nobody else touches during the call.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_block32(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &TiledActs,
+    n: usize,
+    y: *mut f32,
+) {
+    assert!(
+        n <= TILE && acts.q.len() >= TILE * w.cols && rows.end <= w.rows,
+        "gemv shapes"
+    );
+    // SAFETY (all arms): forwarded from the caller.
+    unsafe {
+        match w.ty {
+            GgmlType::Q4_0 => gemv_rows::<Q4_0>(w, rows, acts, n, y),
+            GgmlType::Q5_0 => gemv_rows::<Q5_0>(w, rows, acts, n, y),
+            _ => gemv_rows::<Q8_0>(w, rows, acts, n, y),
+        }
+    }
+}
+
+/// [`gemv_block32`] for one block type.
+///
+/// # Safety
+/// As [`gemv_block32`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_rows<const TY: u8>(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &TiledActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let bb = w.ty.block_bytes();
+    let blocks = w.cols / GROUP;
+    let row_bytes = blocks * bb;
+    let ones = _mm256_set1_epi16(1);
+    let low4 = _mm256_set1_epi8(0xF);
+    let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+    let sixteen = _mm256_set1_epi8(16);
+    // Bytes 0, 1 of qh for the low half's 16 levels, bytes 2, 3 for the high half's.
+    let pick_lo = _mm256_set_epi64x(0x0101010101010101, 0, 0x0101010101010101, 0);
+    let pick_hi = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0303030303030303,
+        0x0202020202020202,
+    );
+    let bias = match TY {
+        Q4_0 => -8.0,
+        Q5_0 => -16.0,
+        _ => 0.0,
+    };
+    let (aq, asc, as32) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum32.as_ptr());
+    let mut out = [0f32; TILE];
+    for r in rows {
+        // SAFETY: row r < w.rows, so its bytes lie in the matrix; prefetching further rows is
+        // a hint that never faults.
+        let row = unsafe { w.data.as_ptr().add(r * row_bytes) };
+        super::gemv::prefetch_ahead(row, row_bytes);
+        let zero = _mm256_setzero_ps();
+        let (mut acc0, mut acc1, mut off) = (zero, zero, zero);
+        for b in 0..blocks {
+            // SAFETY: block b lies in the row; activation groups 8b..8b+8 and scales b of
+            // tile 0 exist (asserted by the caller).
+            unsafe {
+                let p = row.add(b * bb);
+                let half = |at: usize| {
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(at) as *const __m128i))
+                };
+                let (lo, hi) = match TY {
+                    Q8_0 => (half(2), half(18)),
+                    _ => {
+                        let qs = half(if TY == Q4_0 { 2 } else { 6 });
+                        let lo = _mm256_and_si256(qs, low4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low4);
+                        if TY == Q4_0 {
+                            (lo, hi)
+                        } else {
+                            let qh = _mm256_set1_epi32((p.add(2) as *const i32).read_unaligned());
+                            let high = |pick: __m256i| {
+                                let bytes = _mm256_shuffle_epi8(qh, pick);
+                                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                                _mm256_and_si256(set, sixteen)
+                            };
+                            (
+                                _mm256_or_si256(lo, high(pick_lo)),
+                                _mm256_or_si256(hi, high(pick_hi)),
+                            )
+                        }
+                    }
+                };
+                let a = |j: usize| _mm256_loadu_si256(aq.add(32 * (8 * b + j)) as *const __m256i);
+                macro_rules! bcast {
+                    ($v:expr, $j:literal) => {
+                        match $j {
+                            0 => _mm256_shuffle_epi32::<0x00>($v),
+                            1 => _mm256_shuffle_epi32::<0x55>($v),
+                            2 => _mm256_shuffle_epi32::<0xAA>($v),
+                            _ => _mm256_shuffle_epi32::<0xFF>($v),
+                        }
+                    };
+                }
+                let p32 = if TY == Q8_0 {
+                    let (la, ha) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                    macro_rules! prod {
+                        ($abs:expr, $sgn:expr, $j:literal, $g:expr) => {
+                            _mm256_madd_epi16(
+                                _mm256_maddubs_epi16(
+                                    bcast!($abs, $j),
+                                    _mm256_sign_epi8(a($g), bcast!($sgn, $j)),
+                                ),
+                                ones,
+                            )
+                        };
+                    }
+                    let s0 = _mm256_add_epi32(prod!(la, lo, 0, 0), prod!(la, lo, 1, 1));
+                    let s1 = _mm256_add_epi32(prod!(la, lo, 2, 2), prod!(la, lo, 3, 3));
+                    let s2 = _mm256_add_epi32(prod!(ha, hi, 0, 4), prod!(ha, hi, 1, 5));
+                    let s3 = _mm256_add_epi32(prod!(ha, hi, 2, 6), prod!(ha, hi, 3, 7));
+                    _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3))
+                } else {
+                    // Levels < 32: four maddubs i16 lanes add up below 4·2·31·127 < 32768.
+                    let m = |v: __m256i, g: usize| _mm256_maddubs_epi16(v, a(g));
+                    let l = _mm256_add_epi16(
+                        _mm256_add_epi16(m(bcast!(lo, 0), 0), m(bcast!(lo, 1), 1)),
+                        _mm256_add_epi16(m(bcast!(lo, 2), 2), m(bcast!(lo, 3), 3)),
+                    );
+                    let h = _mm256_add_epi16(
+                        _mm256_add_epi16(m(bcast!(hi, 0), 4), m(bcast!(hi, 1), 5)),
+                        _mm256_add_epi16(m(bcast!(hi, 2), 6), m(bcast!(hi, 3), 7)),
+                    );
+                    _mm256_add_epi32(_mm256_madd_epi16(l, ones), _mm256_madd_epi16(h, ones))
+                };
+                let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                    (p as *const u16).read_unaligned() as i32,
+                ))));
+                let s = _mm256_mul_ps(d, _mm256_loadu_ps(asc.add(TILE * b)));
+                if b % 2 == 0 {
+                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc0);
+                } else {
+                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc1);
+                }
+                if TY != Q8_0 {
+                    off = _mm256_fmadd_ps(d, _mm256_loadu_ps(as32.add(TILE * b)), off);
+                }
+            }
+        }
+        let v = _mm256_fmadd_ps(_mm256_set1_ps(bias), off, _mm256_add_ps(acc0, acc1));
+        // SAFETY: `out` holds TILE floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        for (k, &v) in out.iter().enumerate().take(n) {
+            // SAFETY: k < n and r < w.rows: inside `y` (caller contract).
+            unsafe { *y.add(k * w.rows + r) = v };
+        }
+    }
+}
