@@ -1,5 +1,5 @@
 use sprout_engine::quant::blocks::quantize_row;
-use sprout_engine::quant::matmul::{matmul, set_bcast_min, ThreadPool};
+use sprout_engine::quant::matmul::{force_broadcast, matmul, ThreadPool};
 use sprout_engine::quant::{GgmlType, TensorBytes, WeightMatrix};
 use std::time::Instant;
 
@@ -30,13 +30,15 @@ fn main() {
     }
     let w = WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).unwrap();
     let pool = ThreadPool::new(threads);
-    let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let x: Vec<f32> = (0..n * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .collect();
     let mut y = vec![0f32; n * rows];
     let mut best = [f64::INFINITY; 2];
     let flop = 2.0 * (rows * cols * n) as f64;
     for it in 0..(4e9 / flop).clamp(10.0, 400.0) as usize {
         let v = it % 2;
-        set_bcast_min(if v == 0 { 1000 } else { 1 });
+        force_broadcast(Some(v == 1));
         let t = Instant::now();
         matmul(&pool, &w, &x, n, &mut y);
         best[v] = best[v].min(t.elapsed().as_secs_f64());

@@ -254,6 +254,9 @@ impl QuantizedActs {
 pub(crate) struct TiledActs {
     /// `[tile][col / 4][row][4]`: 32 bytes per group of 4 columns.
     pub q: Vec<i8>,
+    /// `|q|` in the same layout (kernels for signed weights multiply `|x|` by `w·sign(x)`),
+    /// or empty when not asked for.
+    pub qabs: Vec<i8>,
     /// `[tile][col / 32][row]`: the activation scales.
     pub scale: Vec<f32>,
     /// `[tile][col / 16][row]`: `scale · Σq` per 16.
@@ -266,8 +269,9 @@ pub(crate) struct TiledActs {
 pub(crate) const TILE: usize = 8;
 
 impl TiledActs {
-    /// Regroups `n` quantized rows of `cols` elements (a multiple of 32).
-    pub fn new(acts: &QuantizedActs, n: usize, cols: usize) -> Self {
+    /// Regroups `n` quantized rows of `cols` elements (a multiple of 32); `with_abs` also
+    /// fills [`Self::qabs`].
+    pub fn new(acts: &QuantizedActs, n: usize, cols: usize, with_abs: bool) -> Self {
         let tiles = n.div_ceil(TILE);
         let (groups, subs) = (cols / GROUP, cols / SUB);
         let mut q = vec![0i8; tiles * TILE * cols];
@@ -284,14 +288,24 @@ impl TiledActs {
             for g in 0..groups {
                 let at = (tile * groups + g) * TILE + k;
                 scale[at] = acts.scale[t * groups + g];
-                let (s0, s1) = (acts.sum16[t * subs + 2 * g], acts.sum16[t * subs + 2 * g + 1]);
+                let (s0, s1) = (
+                    acts.sum16[t * subs + 2 * g],
+                    acts.sum16[t * subs + 2 * g + 1],
+                );
                 sum32[at] = s0 + s1;
                 sum16[(tile * subs + 2 * g) * TILE + k] = s0;
                 sum16[(tile * subs + 2 * g + 1) * TILE + k] = s1;
             }
         }
+        // |x| ≤ 127: activations are rounded from |x|/scale ≤ 127, never -128.
+        let qabs = if with_abs {
+            q.iter().map(|v| v.wrapping_abs()).collect()
+        } else {
+            Vec::new()
+        };
         Self {
             q,
+            qabs,
             scale,
             sum16,
             sum32,

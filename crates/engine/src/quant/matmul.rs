@@ -11,8 +11,9 @@ use super::decoded::{
 };
 #[cfg(target_arch = "x86_64")]
 use super::x86;
-use super::WeightMatrix;
+use super::{GgmlType, WeightMatrix};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 pub use super::pool::ThreadPool;
@@ -119,8 +120,8 @@ pub(crate) fn matmul_with(
             _ => QuantizedActs::new(x),
         };
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && n >= bcast_min() {
-            let tiled = TiledActs::new(&acts, n, w.cols);
+        if isa == Isa::Avx2 && use_broadcast(w.ty, n) {
+            let tiled = TiledActs::new(&acts, n, w.cols, is_signed(w.ty));
             let (per_task, n_tasks) = if n <= TILE {
                 (GEMV_ROWS_PER_TASK, w.rows.div_ceil(GEMV_ROWS_PER_TASK))
             } else {
@@ -134,9 +135,7 @@ pub(crate) fn matmul_with(
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
                     // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
                     // exist, `y` is n × rows and each task writes only its own rows.
-                    unsafe {
-                        x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get())
-                    }
+                    unsafe { x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get()) }
                 });
                 return;
             }
@@ -295,13 +294,32 @@ fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
     d.per32 = is_per32(w.ty);
 }
 
-static BCAST_MIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
-fn bcast_min() -> usize {
-    BCAST_MIN.load(std::sync::atomic::Ordering::Relaxed)
-}
+/// Benchmark override of [`use_broadcast`]: 0 = measured choice, 1 = never, 2 = always.
+static BROADCAST: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every AVX2 integer matmul take (`Some(true)`) or skip (`Some(false)`) the broadcast
+/// kernels, or restores the measured choice (`None`): for A/B timing in
+/// `examples/kernel_ab.rs`, not for production use.
 #[doc(hidden)]
-pub fn set_bcast_min(v: usize) {
-    BCAST_MIN.store(v, std::sync::atomic::Ordering::Relaxed)
+pub fn force_broadcast(choice: Option<bool>) {
+    BROADCAST.store(choice.map_or(0, |b| 1 + b as u8), Ordering::Relaxed)
+}
+
+/// Whether `n` activation rows of a `ty` matmul take the broadcast kernels (AVX2): always
+/// beyond one tile; within one, from the row count where they beat the per-row GEMV in
+/// `kernel_ab` (a tile always costs 8 rows' work, so a few rows are cheaper one by one).
+#[cfg(target_arch = "x86_64")]
+fn use_broadcast(ty: GgmlType, n: usize) -> bool {
+    match BROADCAST.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ if n > TILE => true,
+        _ => match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 => n >= 6,
+            GgmlType::Q8_0 => n >= 8,
+            _ => false,
+        },
+    }
 }
 
 fn dot_rows(

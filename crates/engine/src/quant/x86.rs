@@ -218,8 +218,7 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
                 ($k:literal) => {
                     if $k < N {
                         let h = chunk_sums::<SIGNED, false>(&wv, &wa, aq.add($k * cols + base));
-                        let xs =
-                            broadcast4(asc.add($k * groups + 4 * c));
+                        let xs = broadcast4(asc.add($k * groups + 4 * c));
                         acc[$k] =
                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(wsc, xs), acc[$k]);
                         if !SIGNED {

@@ -111,7 +111,10 @@ unsafe fn tile_kernel<const SIGNED: bool, const PER32: bool>(
                 return (acc, off);
             }
             let sums = _mm256_loadu_ps(if PER32 { as32 } else { as16 }.add(TILE * u));
-            (acc, _mm256_fmadd_ps(_mm256_set1_ps(*wo.add(scale_at)), sums, off))
+            (
+                acc,
+                _mm256_fmadd_ps(_mm256_set1_ps(*wo.add(scale_at)), sums, off),
+            )
         };
         let units = if PER32 { groups } else { subs };
         // Two accumulators (even and odd units) and one for the offsets: a single chain
@@ -205,6 +208,11 @@ unsafe fn gemv_rows<const TY: u8>(
         _ => 0.0,
     };
     let (aq, asc, as32) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum32.as_ptr());
+    let aqa = acts.qabs.as_ptr();
+    assert!(
+        TY != Q8_0 || acts.qabs.len() >= TILE * w.cols,
+        "tiled |x| for Q8_0"
+    );
     let mut out = [0f32; TILE];
     for r in rows {
         // SAFETY: row r < w.rows, so its bytes lie in the matrix; prefetching further rows is
@@ -213,7 +221,8 @@ unsafe fn gemv_rows<const TY: u8>(
         super::gemv::prefetch_ahead(row, row_bytes);
         let zero = _mm256_setzero_ps();
         let (mut acc0, mut acc1, mut off) = (zero, zero, zero);
-        for b in 0..blocks {
+        // Block b's contribution: the integer sums of its 8 activation rows and its scale.
+        let block = |b: usize| -> (__m256i, __m256) {
             // SAFETY: block b lies in the row; activation groups 8b..8b+8 and scales b of
             // tile 0 exist (asserted by the caller).
             unsafe {
@@ -255,22 +264,25 @@ unsafe fn gemv_rows<const TY: u8>(
                     };
                 }
                 let p32 = if TY == Q8_0 {
-                    let (la, ha) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                    // |x| (tiled once per call) × w·sign(x): pairwise i16 sums stay within
+                    // 2·127·128 < 32768; no |w| and its shuffles per block.
+                    let ax =
+                        |g: usize| _mm256_loadu_si256(aqa.add(32 * (8 * b + g)) as *const __m256i);
                     macro_rules! prod {
-                        ($abs:expr, $sgn:expr, $j:literal, $g:expr) => {
+                        ($w:expr, $j:literal, $g:expr) => {
                             _mm256_madd_epi16(
                                 _mm256_maddubs_epi16(
-                                    bcast!($abs, $j),
-                                    _mm256_sign_epi8(a($g), bcast!($sgn, $j)),
+                                    ax($g),
+                                    _mm256_sign_epi8(bcast!($w, $j), a($g)),
                                 ),
                                 ones,
                             )
                         };
                     }
-                    let s0 = _mm256_add_epi32(prod!(la, lo, 0, 0), prod!(la, lo, 1, 1));
-                    let s1 = _mm256_add_epi32(prod!(la, lo, 2, 2), prod!(la, lo, 3, 3));
-                    let s2 = _mm256_add_epi32(prod!(ha, hi, 0, 4), prod!(ha, hi, 1, 5));
-                    let s3 = _mm256_add_epi32(prod!(ha, hi, 2, 6), prod!(ha, hi, 3, 7));
+                    let s0 = _mm256_add_epi32(prod!(lo, 0, 0), prod!(lo, 1, 1));
+                    let s1 = _mm256_add_epi32(prod!(lo, 2, 2), prod!(lo, 3, 3));
+                    let s2 = _mm256_add_epi32(prod!(hi, 0, 4), prod!(hi, 1, 5));
+                    let s3 = _mm256_add_epi32(prod!(hi, 2, 6), prod!(hi, 3, 7));
                     _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3))
                 } else {
                     // Levels < 32: four maddubs i16 lanes add up below 4·2·31·127 < 32768.
@@ -288,16 +300,38 @@ unsafe fn gemv_rows<const TY: u8>(
                 let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
                     (p as *const u16).read_unaligned() as i32,
                 ))));
-                let s = _mm256_mul_ps(d, _mm256_loadu_ps(asc.add(TILE * b)));
-                if b % 2 == 0 {
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc0);
-                } else {
-                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc1);
-                }
-                if TY != Q8_0 {
-                    off = _mm256_fmadd_ps(d, _mm256_loadu_ps(as32.add(TILE * b)), off);
-                }
+                (p32, d)
             }
+        };
+        // Even and odd blocks into separate accumulators (one FMA chain would wait on each
+        // FMA's latency), the offsets' activation sums into a third.
+        let add = |b: usize, acc: __m256, off: __m256| -> (__m256, __m256) {
+            let (p32, d) = block(b);
+            // SAFETY: scales and sums of block b in tile 0 exist (asserted by the caller).
+            let (xs, sums) = unsafe {
+                (
+                    _mm256_loadu_ps(asc.add(TILE * b)),
+                    _mm256_loadu_ps(as32.add(TILE * b)),
+                )
+            };
+            let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(d, xs), acc);
+            (
+                acc,
+                if TY == Q8_0 {
+                    off
+                } else {
+                    _mm256_fmadd_ps(d, sums, off)
+                },
+            )
+        };
+        let mut b = 0;
+        while b + 2 <= blocks {
+            (acc0, off) = add(b, acc0, off);
+            (acc1, off) = add(b + 1, acc1, off);
+            b += 2;
+        }
+        if b < blocks {
+            (acc0, off) = add(b, acc0, off);
         }
         let v = _mm256_fmadd_ps(_mm256_set1_ps(bias), off, _mm256_add_ps(acc0, acc1));
         // SAFETY: `out` holds TILE floats.
