@@ -127,7 +127,9 @@ pub(crate) fn matmul_with(
             } else {
                 (ROWS_PER_TASK, n_tasks)
             };
-            if n <= TILE && x86::bcast::supports_block32(w.ty) {
+            if n <= TILE
+                && (x86::bcast::supports_block32(w.ty) || x86::bcast::supports_kquant(w.ty))
+            {
                 let rows_of = |task: usize| {
                     task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
                 };
@@ -135,7 +137,13 @@ pub(crate) fn matmul_with(
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
                     // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
                     // exist, `y` is n × rows and each task writes only its own rows.
-                    unsafe { x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get()) }
+                    unsafe {
+                        if x86::bcast::supports_block32(w.ty) {
+                            x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get())
+                        } else {
+                            x86::bcast::gemv_kquant(w, rows_of(task), &tiled, n, y_ptr.get())
+                        }
+                    }
                 });
                 return;
             }
@@ -317,6 +325,7 @@ fn use_broadcast(ty: GgmlType, n: usize) -> bool {
         _ => match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 => n >= 6,
             GgmlType::Q8_0 => n >= 8,
+            GgmlType::Q4K => n >= 8,
             _ => false,
         },
     }

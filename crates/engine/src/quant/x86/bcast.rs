@@ -8,6 +8,18 @@ use super::super::decoded::{DecodedRow, TiledActs, GROUP, SUB, TILE};
 use super::super::{GgmlType, WeightMatrix};
 use std::arch::x86_64::*;
 
+/// The `$j`-th 4 levels (bytes 4j..4j+4 of each 128-bit lane) of `$v` in all eight lanes.
+macro_rules! bcast {
+    ($v:expr, $j:literal) => {
+        match $j {
+            0 => _mm256_shuffle_epi32::<0x00>($v),
+            1 => _mm256_shuffle_epi32::<0x55>($v),
+            2 => _mm256_shuffle_epi32::<0xAA>($v),
+            _ => _mm256_shuffle_epi32::<0xFF>($v),
+        }
+    };
+}
+
 /// `out[k] = Σ_i w[i] · x[8·tile + k][i]` for the eight rows of `tile` (offsets included;
 /// padding rows give 0).
 ///
@@ -253,16 +265,6 @@ unsafe fn gemv_rows<const TY: u8>(
                     }
                 };
                 let a = |j: usize| _mm256_loadu_si256(aq.add(32 * (8 * b + j)) as *const __m256i);
-                macro_rules! bcast {
-                    ($v:expr, $j:literal) => {
-                        match $j {
-                            0 => _mm256_shuffle_epi32::<0x00>($v),
-                            1 => _mm256_shuffle_epi32::<0x55>($v),
-                            2 => _mm256_shuffle_epi32::<0xAA>($v),
-                            _ => _mm256_shuffle_epi32::<0xFF>($v),
-                        }
-                    };
-                }
                 let p32 = if TY == Q8_0 {
                     // |x| (tiled once per call) × w·sign(x): pairwise i16 sums stay within
                     // 2·127·128 < 32768; no |w| and its shuffles per block.
@@ -334,6 +336,191 @@ unsafe fn gemv_rows<const TY: u8>(
             (acc0, off) = add(b, acc0, off);
         }
         let v = _mm256_fmadd_ps(_mm256_set1_ps(bias), off, _mm256_add_ps(acc0, acc1));
+        // SAFETY: `out` holds TILE floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        for (k, &v) in out.iter().enumerate().take(n) {
+            // SAFETY: k < n and r < w.rows: inside `y` (caller contract).
+            unsafe { *y.add(k * w.rows + r) = v };
+        }
+    }
+}
+
+/// Whether [`gemv_kquant`] handles `ty`.
+pub(crate) fn supports_kquant(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4K | GgmlType::Q6K)
+}
+
+/// [`gemv_block32`] for Q4_K and Q6_K matrices: per 256-element block, the scales and offsets
+/// of its sixteen 16-element parts are computed once, then each 32 columns are unpacked in
+/// registers (halves duplicated into both 128-bit lanes) and broadcast against the tile.
+///
+/// # Safety
+/// As [`gemv_block32`], with `w.ty` passing [`supports_kquant`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_kquant(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &TiledActs,
+    n: usize,
+    y: *mut f32,
+) {
+    assert!(
+        n <= TILE && acts.q.len() >= TILE * w.cols && rows.end <= w.rows,
+        "gemv shapes"
+    );
+    // SAFETY (both arms): forwarded from the caller.
+    unsafe {
+        if w.ty == GgmlType::Q6K {
+            kquant_rows::<true>(w, rows, acts, n, y)
+        } else {
+            kquant_rows::<false>(w, rows, acts, n, y)
+        }
+    }
+}
+
+/// Scales and offsets per 16 elements of one Q6_K (`Q6`) or Q4_K block: `w = sc·q + off`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn kquant_scales<const Q6: bool>(b: &[u8]) -> ([f32; 16], [f32; 16]) {
+    let (mut sc, mut off) = ([0f32; 16], [0f32; 16]);
+    if Q6 {
+        let d = super::unpack::f16c_at(b, 208);
+        for (i, &s) in b[192..208].iter().enumerate() {
+            sc[i] = d * (s as i8) as f32;
+            off[i] = -32.0 * sc[i];
+        }
+    } else {
+        let (d, dmin) = (super::unpack::f16c_at(b, 0), super::unpack::f16c_at(b, 2));
+        for j in 0..8 {
+            let (s, m) = super::super::blocks::scale_min_k4(j, &b[4..16]);
+            sc[2 * j] = d * s as f32;
+            sc[2 * j + 1] = sc[2 * j];
+            off[2 * j] = -(dmin * m as f32);
+            off[2 * j + 1] = off[2 * j];
+        }
+    }
+    (sc, off)
+}
+
+/// [`gemv_kquant`] for one type.
+///
+/// # Safety
+/// As [`gemv_kquant`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kquant_rows<const Q6: bool>(
+    w: &WeightMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &TiledActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let bb = w.ty.block_bytes();
+    let blocks = w.cols / 256;
+    let row_bytes = blocks * bb;
+    let ones = _mm256_set1_epi16(1);
+    let low4 = _mm256_set1_epi8(0xF);
+    let high2 = _mm256_set1_epi8(0x30);
+    let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
+    let mut out = [0f32; TILE];
+    for r in rows {
+        // SAFETY: row r < w.rows, so its bytes lie in the matrix; prefetching further rows is
+        // a hint that never faults.
+        let row = unsafe { w.data.as_ptr().add(r * row_bytes) };
+        super::gemv::prefetch_ahead(row, row_bytes);
+        let zero = _mm256_setzero_ps();
+        let (mut acc0, mut acc1, mut off) = (zero, zero, zero);
+        for blk in 0..blocks {
+            // SAFETY: block `blk` lies in the row.
+            let b = unsafe { std::slice::from_raw_parts(row.add(blk * bb), bb) };
+            let (sc, of) = kquant_scales::<Q6>(b);
+            let p = b.as_ptr();
+            // SAFETY (the loads): 16 bytes at each offset lie in the block.
+            let dup = |at: usize| unsafe {
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(at) as *const __m128i))
+            };
+            for j in 0..8 {
+                // Levels of columns 32j..32j+16 (`lo`) and 32j+16..32j+32 (`hi`) of the block.
+                let (lo, hi) = if Q6 {
+                    // Half h of 128, quarter q of 32: low 4 bits from ql[64h + 32(q%2) + l]
+                    // (high nibble when q ≥ 2), 2 high bits from qh[32h + l] >> 2q.
+                    let (h, q) = (j / 4, j % 4);
+                    let level = |l: usize| {
+                        let ql = dup(64 * h + 32 * (q % 2) + l);
+                        let qh = dup(128 + 32 * h + l);
+                        let low = match q {
+                            0 | 1 => _mm256_and_si256(ql, low4),
+                            _ => _mm256_and_si256(_mm256_srli_epi16::<4>(ql), low4),
+                        };
+                        let high = match q {
+                            0 => _mm256_slli_epi16::<4>(qh),
+                            1 => _mm256_slli_epi16::<2>(qh),
+                            2 => qh,
+                            _ => _mm256_srli_epi16::<2>(qh),
+                        };
+                        _mm256_or_si256(low, _mm256_and_si256(high, high2))
+                    };
+                    (level(0), level(16))
+                } else {
+                    // Columns 64c..64c+32 are the low nibbles of qs[32c..32c+32], the next
+                    // 32 the high nibbles.
+                    let c = j / 2;
+                    let (a, b) = (dup(16 + 32 * c), dup(32 + 32 * c));
+                    if j % 2 == 0 {
+                        (_mm256_and_si256(a, low4), _mm256_and_si256(b, low4))
+                    } else {
+                        (
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(a), low4),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(b), low4),
+                        )
+                    }
+                };
+                let g = 8 * blk + j; // activation block
+                                     // SAFETY: activation groups 8g..8g+8, scale g and sums 2g, 2g+1 of tile 0
+                                     // exist (asserted by the caller).
+                unsafe {
+                    let a =
+                        |k: usize| _mm256_loadu_si256(aq.add(32 * (8 * g + k)) as *const __m256i);
+                    macro_rules! m {
+                        ($v:expr, $k:literal, $g:expr) => {
+                            _mm256_maddubs_epi16(bcast!($v, $k), a($g))
+                        };
+                    }
+                    let xs = _mm256_loadu_ps(asc.add(TILE * g));
+                    // Two i16 lanes of maddubs (levels < 64) add up below 2·2·63·127.
+                    let half = |l0: __m256i, l1: __m256i| {
+                        _mm256_add_epi32(_mm256_madd_epi16(l0, ones), _mm256_madd_epi16(l1, ones))
+                    };
+                    let plo = half(
+                        _mm256_add_epi16(m!(lo, 0, 0), m!(lo, 1, 1)),
+                        _mm256_add_epi16(m!(lo, 2, 2), m!(lo, 3, 3)),
+                    );
+                    let phi = half(
+                        _mm256_add_epi16(m!(hi, 0, 4), m!(hi, 1, 5)),
+                        _mm256_add_epi16(m!(hi, 2, 6), m!(hi, 3, 7)),
+                    );
+                    let s16 = |s: usize| _mm256_loadu_ps(as16.add(TILE * (2 * g + s)));
+                    if Q6 {
+                        let slo = _mm256_mul_ps(_mm256_set1_ps(sc[2 * j]), xs);
+                        let shi = _mm256_mul_ps(_mm256_set1_ps(sc[2 * j + 1]), xs);
+                        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(plo), slo, acc0);
+                        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(phi), shi, acc1);
+                        off = _mm256_fmadd_ps(_mm256_set1_ps(of[2 * j]), s16(0), off);
+                        off = _mm256_fmadd_ps(_mm256_set1_ps(of[2 * j + 1]), s16(1), off);
+                    } else {
+                        let s = _mm256_mul_ps(_mm256_set1_ps(sc[2 * j]), xs);
+                        let p = _mm256_cvtepi32_ps(_mm256_add_epi32(plo, phi));
+                        if j % 2 == 0 {
+                            acc0 = _mm256_fmadd_ps(p, s, acc0);
+                        } else {
+                            acc1 = _mm256_fmadd_ps(p, s, acc1);
+                        }
+                        let sums = _mm256_add_ps(s16(0), s16(1));
+                        off = _mm256_fmadd_ps(_mm256_set1_ps(of[2 * j]), sums, off);
+                    }
+                }
+            }
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc0, acc1), off);
         // SAFETY: `out` holds TILE floats.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
         for (k, &v) in out.iter().enumerate().take(n) {
