@@ -1,23 +1,40 @@
+//! A/B timing of the AVX2 matmul kernels: the broadcast kernels (`force_broadcast(Some(true))`)
+//! against the per-row GEMV/GEMM kernels (`Some(false)`), alternated call by call on the same
+//! matrix so that the load of this shared machine hits both alike; the best time of each wins.
+//! This is how the row-count thresholds in `quant::matmul::use_broadcast` were chosen.
+//!
+//! Run: `cargo run --release -p sprout-engine --example kernel_ab TYPE ROWS COLS N [THREADS]`,
+//! e.g. `... kernel_ab q5_0 4864 896 8` (types: q4_0 q5_0 q8_0 q4_k q6_k).
+
 use sprout_engine::quant::blocks::quantize_row;
 use sprout_engine::quant::matmul::{force_broadcast, matmul, ThreadPool};
 use sprout_engine::quant::{GgmlType, TensorBytes, WeightMatrix};
+use std::process::ExitCode;
 use std::time::Instant;
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let ty = match args[1].as_str() {
-        "q5_0" => GgmlType::Q5_0,
-        "q8_0" => GgmlType::Q8_0,
-        "q4_0" => GgmlType::Q4_0,
-        "q4_k" => GgmlType::Q4K,
-        "q6_k" => GgmlType::Q6K,
-        _ => panic!(),
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ty = match args.first().map(String::as_str) {
+        Some("q4_0") => GgmlType::Q4_0,
+        Some("q5_0") => GgmlType::Q5_0,
+        Some("q8_0") => GgmlType::Q8_0,
+        Some("q4_k") => GgmlType::Q4K,
+        Some("q6_k") => GgmlType::Q6K,
+        _ => return usage(),
     };
-    let rows: usize = args[2].parse().unwrap();
-    let cols: usize = args[3].parse().unwrap();
-    let n: usize = args[4].parse().unwrap();
-    let threads: usize = args.get(5).map(|s| s.parse().unwrap()).unwrap_or(1);
-    let row_bytes = ty.row_bytes(cols).unwrap();
+    let num = |i: usize, default: Option<usize>| {
+        args.get(i)
+            .map_or(default, |s| s.parse().ok().filter(|&v| v > 0))
+    };
+    let (Some(rows), Some(cols), Some(n), Some(threads)) =
+        (num(1, None), num(2, None), num(3, None), num(4, Some(1)))
+    else {
+        return usage();
+    };
+    let Some(row_bytes) = ty.row_bytes(cols) else {
+        eprintln!("{cols} columns are not whole {} blocks", ty.name());
+        return ExitCode::FAILURE;
+    };
     let mut data = vec![0u8; rows * row_bytes];
     let mut seed = 1u32;
     let mut x = vec![0f32; cols];
@@ -26,28 +43,38 @@ fn main() {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             *v = (seed >> 8) as f32 / (1 << 24) as f32 - 0.5;
         }
-        quantize_row(ty, &x, dst).unwrap();
+        quantize_row(ty, &x, dst).expect("a type with a quantizer");
     }
-    let w = WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).unwrap();
+    let w = WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).expect("consistent shape");
     let pool = ThreadPool::new(threads);
     let x: Vec<f32> = (0..n * cols)
         .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
         .collect();
     let mut y = vec![0f32; n * rows];
-    let mut best = [f64::INFINITY; 2];
     let flop = 2.0 * (rows * cols * n) as f64;
-    for it in 0..(4e9 / flop).clamp(10.0, 400.0) as usize {
-        let v = it % 2;
-        force_broadcast(Some(v == 1));
-        let t = Instant::now();
+    let calls = (4e9 / flop).clamp(10.0, 400.0) as usize;
+    let mut best = [f64::INFINITY; 2];
+    for call in 0..calls {
+        let broadcast = call % 2 == 1;
+        force_broadcast(Some(broadcast));
+        let start = Instant::now();
         matmul(&pool, &w, &x, n, &mut y);
-        best[v] = best[v].min(t.elapsed().as_secs_f64());
+        let t = &mut best[broadcast as usize];
+        *t = t.min(start.elapsed().as_secs_f64());
     }
+    force_broadcast(None);
     println!(
-        "{} {rows}x{cols} n={n}: old {:.1} GFLOP/s, new {:.1} GFLOP/s, new/old {:.3}",
-        args[1],
+        "{} {rows}x{cols} n={n} threads={threads}: per-row {:.1} GFLOP/s, broadcast {:.1} GFLOP/s, \
+         broadcast/per-row {:.3}",
+        ty.name(),
         flop / best[0] / 1e9,
         flop / best[1] / 1e9,
         best[0] / best[1]
     );
+    ExitCode::SUCCESS
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: kernel_ab q4_0|q5_0|q8_0|q4_k|q6_k ROWS COLS N [THREADS]");
+    ExitCode::FAILURE
 }

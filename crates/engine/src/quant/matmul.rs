@@ -2,8 +2,12 @@
 //!
 //! Activations are quantized once per call (i8, one scale per 32); each weight row is unpacked
 //! once per call into i8 levels with a scale and offset per 16 ([`super::decoded`]); then an
-//! ISA-specific kernel multiplies it with [`TILE`] activation rows at a time. F32/F16/BF16
-//! (and Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
+//! ISA-specific kernel multiplies it with [`TILE`] activation rows at a time. With AVX2, from
+//! a measured row count on ([`use_broadcast`]), the activations are regrouped into tiles of 8
+//! rows ([`TiledActs`]) and the broadcast kernels (`x86::bcast`) multiply 4 weight levels with
+//! the same 4 columns of all 8 rows at once; below it, per-row kernels (`x86::gemv`,
+//! `x86::gemv_k`, `x86::dot_rows`) reduce each row's products horizontally. F32/F16/BF16 (and
+//! Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
 //! See docs/kernels.md for the measurements behind these choices.
 
 use super::decoded::{
