@@ -1,5 +1,5 @@
-//! A/B timing of the AVX2 matmul kernels: the broadcast kernels (`force_broadcast(Some(true))`)
-//! against the per-row GEMV/GEMM kernels (`Some(false)`), alternated call by call on the same
+//! A/B timing of the AVX2 matmul kernels: the broadcast kernels (`matmul_forced(.., true)`)
+//! against the per-row GEMV/GEMM kernels (`false`), alternated call by call on the same
 //! matrix so that the load of this shared machine hits both alike; the best time of each wins.
 //! This is how the row-count thresholds in `quant::matmul::use_broadcast` were chosen.
 //!
@@ -7,7 +7,7 @@
 //! e.g. `... kernel_ab q5_0 4864 896 8` (types: q4_0 q5_0 q8_0 q4_k q6_k).
 
 use sprout_engine::quant::blocks::quantize_row;
-use sprout_engine::quant::matmul::{force_broadcast, matmul, ThreadPool};
+use sprout_engine::quant::matmul::{matmul_forced, ThreadPool};
 use sprout_engine::quant::{GgmlType, TensorBytes, WeightMatrix};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -56,13 +56,11 @@ fn main() -> ExitCode {
     let mut best = [f64::INFINITY; 2];
     for call in 0..calls {
         let broadcast = call % 2 == 1;
-        force_broadcast(Some(broadcast));
         let start = Instant::now();
-        matmul(&pool, &w, &x, n, &mut y);
+        matmul_forced(&pool, &w, &x, n, &mut y, broadcast);
         let t = &mut best[broadcast as usize];
         *t = t.min(start.elapsed().as_secs_f64());
     }
-    force_broadcast(None);
     println!(
         "{} {rows}x{cols} n={n} threads={threads}: per-row {:.1} GFLOP/s, broadcast {:.1} GFLOP/s, \
          broadcast/per-row {:.3}",

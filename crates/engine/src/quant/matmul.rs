@@ -17,7 +17,6 @@ use super::decoded::{
 use super::x86;
 use super::{GgmlType, WeightMatrix};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 pub use super::pool::ThreadPool;
@@ -85,7 +84,22 @@ fn dot_f32_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
 
 /// `y[t][r] = sum_c w[r][c] * x[t][c]` for `t < n`: `x` is `n × w.cols`, `y` is `n × w.rows`.
 pub fn matmul(pool: &ThreadPool, w: &WeightMatrix, x: &[f32], n: usize, y: &mut [f32]) {
-    matmul_with(detected_isa(), pool, w, x, n, y)
+    matmul_with(detected_isa(), None, pool, w, x, n, y)
+}
+
+/// [`matmul`] with the AVX2 integer path forced onto the broadcast kernels (`true`) or the
+/// per-row ones (`false`) instead of the measured choice: for A/B timing
+/// (`examples/kernel_ab.rs`), not for production use.
+#[doc(hidden)]
+pub fn matmul_forced(
+    pool: &ThreadPool,
+    w: &WeightMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    broadcast: bool,
+) {
+    matmul_with(detected_isa(), Some(broadcast), pool, w, x, n, y)
 }
 
 thread_local! {
@@ -95,9 +109,11 @@ thread_local! {
     static ROW_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`matmul`] on a chosen ISA (tests compare every ISA with the scalar reference).
+/// [`matmul`] on a chosen ISA (tests compare every ISA with the scalar reference) and, with
+/// AVX2, a forced choice of kernels (`broadcast`; `None`: [`use_broadcast`]).
 pub(crate) fn matmul_with(
     isa: Isa,
+    broadcast: Option<bool>,
     pool: &ThreadPool,
     w: &WeightMatrix,
     x: &[f32],
@@ -124,7 +140,7 @@ pub(crate) fn matmul_with(
             _ => QuantizedActs::new(x),
         };
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && use_broadcast(w.ty, n) {
+        if isa == Isa::Avx2 && broadcast.unwrap_or_else(|| use_broadcast(w.ty, n)) {
             let tiled = TiledActs::new(&acts, n, w.cols, is_signed(w.ty));
             let (per_task, n_tasks) = if n <= TILE {
                 (GEMV_ROWS_PER_TASK, w.rows.div_ceil(GEMV_ROWS_PER_TASK))
@@ -306,32 +322,16 @@ fn decode_row(isa: Isa, d: &mut DecodedRow, w: &WeightMatrix, r: usize) {
     d.per32 = is_per32(w.ty);
 }
 
-/// Benchmark override of [`use_broadcast`]: 0 = measured choice, 1 = never, 2 = always.
-static BROADCAST: AtomicU8 = AtomicU8::new(0);
-
-/// Makes every AVX2 integer matmul take (`Some(true)`) or skip (`Some(false)`) the broadcast
-/// kernels, or restores the measured choice (`None`): for A/B timing in
-/// `examples/kernel_ab.rs`, not for production use.
-#[doc(hidden)]
-pub fn force_broadcast(choice: Option<bool>) {
-    BROADCAST.store(choice.map_or(0, |b| 1 + b as u8), Ordering::Relaxed)
-}
-
 /// Whether `n` activation rows of a `ty` matmul take the broadcast kernels (AVX2): always
 /// beyond one tile; within one, from the row count where they beat the per-row GEMV in
 /// `kernel_ab` (a tile always costs 8 rows' work, so a few rows are cheaper one by one).
 #[cfg(target_arch = "x86_64")]
 fn use_broadcast(ty: GgmlType, n: usize) -> bool {
-    match BROADCAST.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
+    match ty {
         _ if n > TILE => true,
-        _ => match ty {
-            GgmlType::Q4_0 | GgmlType::Q5_0 => n >= 6,
-            GgmlType::Q8_0 => n >= 8,
-            GgmlType::Q4K => n >= 8,
-            _ => false,
-        },
+        GgmlType::Q4_0 | GgmlType::Q5_0 => n >= 6,
+        GgmlType::Q8_0 | GgmlType::Q4K => n >= 8,
+        _ => false,
     }
 }
 

@@ -61,9 +61,32 @@ pub(crate) fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rn
 /// Checks `isa` against f64 sums of dequantized weights; the tolerance is the worst case of
 /// activation rounding (half a step of each 32-group's scale) on integer paths.
 fn check(isa: Isa, pool: &ThreadPool, w: &WeightMatrix, n: usize, rng: &mut Rng) {
+    for broadcast in kernel_choices(isa) {
+        check_with(isa, broadcast, pool, w, n, rng);
+    }
+}
+
+/// The kernel choices to test on `isa`: with AVX2 the measured one and both forced ones (so
+/// the broadcast and per-row kernels are each checked at every row count).
+fn kernel_choices(isa: Isa) -> Vec<Option<bool>> {
+    if isa == Isa::Avx2 {
+        vec![None, Some(true), Some(false)]
+    } else {
+        vec![None]
+    }
+}
+
+fn check_with(
+    isa: Isa,
+    broadcast: Option<bool>,
+    pool: &ThreadPool,
+    w: &WeightMatrix,
+    n: usize,
+    rng: &mut Rng,
+) {
     let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
     let mut y = vec![f32::NAN; n * w.rows];
-    matmul_with(isa, pool, w, &x, n, &mut y);
+    matmul_with(isa, broadcast, pool, w, &x, n, &mut y);
     let mut row = vec![0f32; w.cols];
     for r in 0..w.rows {
         dequantize_row(w.ty, w.row(r), &mut row);
@@ -85,7 +108,7 @@ fn check(isa: Isa, pool: &ThreadPool, w: &WeightMatrix, n: usize, rng: &mut Rng)
             let got = y[t * w.rows + r] as f64;
             assert!(
                 (got - exact).abs() <= tol,
-                "{:?} {} {}x{} n={n} r={r} t={t}: {got} vs {exact} (tol {tol})",
+                "{:?} broadcast {broadcast:?} {} {}x{} n={n} r={r} t={t}: {got} vs {exact} (tol {tol})",
                 isa,
                 w.ty.name(),
                 w.rows,
@@ -162,15 +185,18 @@ fn simd_equals_scalar() {
         let w = random_matrix(ty, 19, 768, &mut rng);
         for n in [1, 3, 8, 13] {
             let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
-            let (mut a, mut b) = (vec![0f32; n * w.rows], vec![0f32; n * w.rows]);
-            matmul_with(Isa::Scalar, &pool, &w, &x, n, &mut a);
-            matmul_with(isa, &pool, &w, &x, n, &mut b);
-            for (p, q) in a.iter().zip(&b) {
-                assert!(
-                    (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
-                    "{}: {p} vs {q}",
-                    ty.name()
-                );
+            let mut a = vec![0f32; n * w.rows];
+            matmul_with(Isa::Scalar, None, &pool, &w, &x, n, &mut a);
+            for broadcast in kernel_choices(isa) {
+                let mut b = vec![0f32; n * w.rows];
+                matmul_with(isa, broadcast, &pool, &w, &x, n, &mut b);
+                for (p, q) in a.iter().zip(&b) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                        "{} broadcast {broadcast:?}: {p} vs {q}",
+                        ty.name()
+                    );
+                }
             }
         }
     }
