@@ -272,19 +272,41 @@ impl TiledActs {
     /// Regroups `n` quantized rows of `cols` elements (a multiple of 32); `with_abs` also
     /// fills [`Self::qabs`].
     pub fn new(acts: &QuantizedActs, n: usize, cols: usize, with_abs: bool) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let simd = super::x86::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        Self::build(acts, n, cols, with_abs, simd)
+    }
+
+    /// [`Self::new`], interleaving with AVX2 when `simd` (which the CPU must then have).
+    fn build(acts: &QuantizedActs, n: usize, cols: usize, with_abs: bool, simd: bool) -> Self {
         let tiles = n.div_ceil(TILE);
         let (groups, subs) = (cols / GROUP, cols / SUB);
         let mut q = vec![0i8; tiles * TILE * cols];
         let mut scale = vec![0f32; tiles * TILE * groups];
         let mut sum16 = vec![0f32; tiles * TILE * subs];
         let mut sum32 = vec![0f32; tiles * TILE * groups];
+        for tile in 0..tiles {
+            let rows = tile * TILE..n.min((tile + 1) * TILE);
+            let dst = &mut q[tile * TILE * cols..(tile + 1) * TILE * cols];
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: the caller vouches for AVX2; the tile's rows exist in `acts` and
+                // `dst` holds TILE rows of `cols` (a multiple of 32).
+                unsafe { super::x86::interleave_tile(&acts.q, rows, cols, dst) };
+                continue;
+            }
+            for t in rows {
+                let row = &acts.q[t * cols..(t + 1) * cols];
+                let k = t % TILE;
+                for (c, four) in row.chunks_exact(4).enumerate() {
+                    dst[32 * c + 4 * k..32 * c + 4 * k + 4].copy_from_slice(four);
+                }
+            }
+        }
         for t in 0..n {
             let (tile, k) = (t / TILE, t % TILE);
-            let row = &acts.q[t * cols..(t + 1) * cols];
-            let dst = &mut q[tile * TILE * cols..(tile + 1) * TILE * cols];
-            for (c, four) in row.chunks_exact(4).enumerate() {
-                dst[32 * c + 4 * k..32 * c + 4 * k + 4].copy_from_slice(four);
-            }
             for g in 0..groups {
                 let at = (tile * groups + g) * TILE + k;
                 scale[at] = acts.scale[t * groups + g];
@@ -316,6 +338,50 @@ impl TiledActs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tile layout holds exactly `q[t][c]` at `[t / 8][c / 4][t % 8][c % 4]` (zero for
+    /// padding rows), scales and sums at `[t / 8][group][t % 8]`: with 11 rows (one whole and
+    /// one partial tile) and 96 columns, scalar and (where present) AVX2 interleaving.
+    #[test]
+    fn tiles_hold_the_rows_in_their_layout() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::quant::x86::available() {
+            tiles_layout(true);
+        }
+        tiles_layout(false);
+    }
+
+    fn tiles_layout(simd: bool) {
+        let (n, cols) = (11, 96);
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.01)
+            .collect();
+        let a = QuantizedActs::new(&x);
+        let t = TiledActs::build(&a, n, cols, true, simd);
+        assert_eq!(t.q.len(), 2 * TILE * cols);
+        for row in 0..2 * TILE {
+            for c in 0..cols {
+                let at = (row / TILE) * TILE * cols + (c / 4) * 32 + (row % TILE) * 4 + c % 4;
+                let want = if row < n { a.q[row * cols + c] } else { 0 };
+                assert_eq!(t.q[at], want, "row {row} col {c}");
+                assert_eq!(t.qabs[at], want.wrapping_abs(), "row {row} col {c}");
+            }
+            for g in 0..cols / GROUP {
+                let at = ((row / TILE) * (cols / GROUP) + g) * TILE + row % TILE;
+                let (scale, sum) = if row < n {
+                    let s = &a.sum16[row * cols / SUB + 2 * g..];
+                    (a.scale[row * cols / GROUP + g], s[0] + s[1])
+                } else {
+                    (0.0, 0.0)
+                };
+                assert_eq!(
+                    (t.scale[at], t.sum32[at]),
+                    (scale, sum),
+                    "row {row} group {g}"
+                );
+            }
+        }
+    }
 
     /// The AVX2 quantizer equals the scalar one, exact halves included.
     #[test]

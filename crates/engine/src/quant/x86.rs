@@ -261,6 +261,71 @@ unsafe fn dot_tile<const N: usize, const SIGNED: bool>(
     }
 }
 
+/// Writes rows `rows` (at most [`TILE`], a tile's worth) of the `cols`-wide levels `q` into
+/// `dst` in the [`super::decoded::TiledActs`] layout: per 4 columns, the 4 levels of each of
+/// the 8 rows (rows past the end are zero). Per 32 columns an 8×8 transpose of 32-bit words.
+///
+/// # Safety
+/// Requires AVX2; `q` holds rows `rows` of `cols` (a multiple of 32) levels; `dst` holds
+/// `TILE · cols` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn interleave_tile(
+    q: &[i8],
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    dst: &mut [i8],
+) {
+    assert!(
+        rows.len() <= TILE && q.len() >= rows.end * cols && dst.len() >= TILE * cols,
+        "tile shapes"
+    );
+    for c in 0..cols / 32 {
+        // SAFETY: row `rows.start + k` < rows.end has columns 32c..32c+32 within `q`; the
+        // eight stores cover dst[256c..256c+256] within TILE · cols.
+        unsafe {
+            let r: [__m256i; TILE] = std::array::from_fn(|k| {
+                if k < rows.len() {
+                    let p = q.as_ptr().add((rows.start + k) * cols + 32 * c);
+                    _mm256_loadu_si256(p as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                }
+            });
+            // 8×8 transpose of 32-bit words: out[j] = [r0[j], r1[j], …, r7[j]].
+            let a0 = _mm256_unpacklo_epi32(r[0], r[1]);
+            let a1 = _mm256_unpackhi_epi32(r[0], r[1]);
+            let a2 = _mm256_unpacklo_epi32(r[2], r[3]);
+            let a3 = _mm256_unpackhi_epi32(r[2], r[3]);
+            let a4 = _mm256_unpacklo_epi32(r[4], r[5]);
+            let a5 = _mm256_unpackhi_epi32(r[4], r[5]);
+            let a6 = _mm256_unpacklo_epi32(r[6], r[7]);
+            let a7 = _mm256_unpackhi_epi32(r[6], r[7]);
+            let b0 = _mm256_unpacklo_epi64(a0, a2);
+            let b1 = _mm256_unpackhi_epi64(a0, a2);
+            let b2 = _mm256_unpacklo_epi64(a1, a3);
+            let b3 = _mm256_unpackhi_epi64(a1, a3);
+            let b4 = _mm256_unpacklo_epi64(a4, a6);
+            let b5 = _mm256_unpackhi_epi64(a4, a6);
+            let b6 = _mm256_unpacklo_epi64(a5, a7);
+            let b7 = _mm256_unpackhi_epi64(a5, a7);
+            let out = [
+                _mm256_permute2x128_si256::<0x20>(b0, b4),
+                _mm256_permute2x128_si256::<0x20>(b1, b5),
+                _mm256_permute2x128_si256::<0x20>(b2, b6),
+                _mm256_permute2x128_si256::<0x20>(b3, b7),
+                _mm256_permute2x128_si256::<0x31>(b0, b4),
+                _mm256_permute2x128_si256::<0x31>(b1, b5),
+                _mm256_permute2x128_si256::<0x31>(b2, b6),
+                _mm256_permute2x128_si256::<0x31>(b3, b7),
+            ];
+            let d = dst.as_mut_ptr().add(256 * c) as *mut __m256i;
+            for (j, v) in out.iter().enumerate() {
+                _mm256_storeu_si256(d.add(j), *v);
+            }
+        }
+    }
+}
+
 /// Dot product of two equal-length f32 slices.
 ///
 /// # Safety
