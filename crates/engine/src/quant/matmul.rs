@@ -147,9 +147,7 @@ pub(crate) fn matmul_with(
             } else {
                 (ROWS_PER_TASK, n_tasks)
             };
-            if n <= TILE
-                && (x86::bcast::supports_block32(w.ty) || x86::bcast::supports_kquant(w.ty))
-            {
+            if n <= TILE && x86::bcast::supports_gemv(w.ty) {
                 let rows_of = |task: usize| {
                     task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
                 };
@@ -157,13 +155,7 @@ pub(crate) fn matmul_with(
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
                     // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
                     // exist, `y` is n × rows and each task writes only its own rows.
-                    unsafe {
-                        if x86::bcast::supports_block32(w.ty) {
-                            x86::bcast::gemv_block32(w, rows_of(task), &tiled, n, y_ptr.get())
-                        } else {
-                            x86::bcast::gemv_kquant(w, rows_of(task), &tiled, n, y_ptr.get())
-                        }
-                    }
+                    unsafe { x86::bcast::gemv_tile(w, rows_of(task), &tiled, n, y_ptr.get()) }
                 });
                 return;
             }

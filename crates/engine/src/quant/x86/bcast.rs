@@ -146,27 +146,30 @@ unsafe fn tile_kernel<const SIGNED: bool, const PER32: bool>(
     }
 }
 
-/// Block type codes for [`gemv_block32`]'s const parameter.
+/// Block type codes for [`gemv_rows`]' const parameter.
 const Q4_0: u8 = 0;
 const Q5_0: u8 = 1;
 const Q8_0: u8 = 2;
 
-/// Whether [`gemv_block32`] handles `ty`.
-pub(crate) fn supports_block32(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+/// Whether [`gemv_tile`] handles `ty`.
+pub(crate) fn supports_gemv(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
+    )
 }
 
 /// For every row `r` in `rows`, `y[k·w.rows + r] = Σ_i w[r][i] · x[k][i]` for `k < n` (≤
-/// [`TILE`], tile 0 of `acts`): Q4_0/Q5_0/Q8_0 blocks unpacked in registers, each half
-/// (16 levels) duplicated into both 128-bit lanes so that one in-lane shuffle broadcasts 4
-/// levels.
+/// [`TILE`], tile 0 of `acts`), the weight blocks unpacked in registers: Q4_0/Q5_0/Q8_0 by
+/// [`gemv_rows`], Q4_K/Q6_K by [`kquant_rows`].
 ///
 /// # Safety
-/// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports_block32`];
-/// `acts` holds tile 0 of rows of `w.cols`; `rows` lies within `w.rows`; `y` points at
-/// `n × w.rows` floats, whose elements of `rows` nobody else touches during the call.
+/// Requires AVX2, FMA and F16C ([`super::available`]); `w.ty` passes [`supports_gemv`];
+/// `acts` holds tile 0 of rows of `w.cols` (with `qabs` for Q8_0); `rows` lies within
+/// `w.rows`; `y` points at `n × w.rows` floats, whose elements of `rows` nobody else touches
+/// during the call.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_block32(
+pub(crate) unsafe fn gemv_tile(
     w: &WeightMatrix,
     rows: std::ops::Range<usize>,
     acts: &TiledActs,
@@ -182,15 +185,34 @@ pub(crate) unsafe fn gemv_block32(
         match w.ty {
             GgmlType::Q4_0 => gemv_rows::<Q4_0>(w, rows, acts, n, y),
             GgmlType::Q5_0 => gemv_rows::<Q5_0>(w, rows, acts, n, y),
-            _ => gemv_rows::<Q8_0>(w, rows, acts, n, y),
+            GgmlType::Q8_0 => gemv_rows::<Q8_0>(w, rows, acts, n, y),
+            GgmlType::Q6K => kquant_rows::<true>(w, rows, acts, n, y),
+            _ => kquant_rows::<false>(w, rows, acts, n, y),
         }
     }
 }
 
-/// [`gemv_block32`] for one block type.
+/// Writes the first `n` lanes of `v` (the tile's dot products with weight row `r`) into
+/// `y[k·rows + r]`.
 ///
 /// # Safety
-/// As [`gemv_block32`].
+/// `y` points at `n × rows` floats and `r < rows`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_lanes(v: __m256, n: usize, y: *mut f32, rows: usize, r: usize) {
+    let mut out = [0f32; TILE];
+    // SAFETY: `out` holds TILE floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    for (k, &v) in out.iter().enumerate().take(n) {
+        // SAFETY: k < n and r < rows: inside `y` (caller contract).
+        unsafe { *y.add(k * rows + r) = v };
+    }
+}
+
+/// [`gemv_tile`] for one block type of 32 elements.
+///
+/// # Safety
+/// As [`gemv_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemv_rows<const TY: u8>(
     w: &WeightMatrix,
@@ -225,7 +247,6 @@ unsafe fn gemv_rows<const TY: u8>(
         TY != Q8_0 || acts.qabs.len() >= TILE * w.cols,
         "tiled |x| for Q8_0"
     );
-    let mut out = [0f32; TILE];
     for r in rows {
         // SAFETY: row r < w.rows, so its bytes lie in the matrix; prefetching further rows is
         // a hint that never faults.
@@ -336,45 +357,8 @@ unsafe fn gemv_rows<const TY: u8>(
             (acc0, off) = add(b, acc0, off);
         }
         let v = _mm256_fmadd_ps(_mm256_set1_ps(bias), off, _mm256_add_ps(acc0, acc1));
-        // SAFETY: `out` holds TILE floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-        for (k, &v) in out.iter().enumerate().take(n) {
-            // SAFETY: k < n and r < w.rows: inside `y` (caller contract).
-            unsafe { *y.add(k * w.rows + r) = v };
-        }
-    }
-}
-
-/// Whether [`gemv_kquant`] handles `ty`.
-pub(crate) fn supports_kquant(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4K | GgmlType::Q6K)
-}
-
-/// [`gemv_block32`] for Q4_K and Q6_K matrices: per 256-element block, the scales and offsets
-/// of its sixteen 16-element parts are computed once, then each 32 columns are unpacked in
-/// registers (halves duplicated into both 128-bit lanes) and broadcast against the tile.
-///
-/// # Safety
-/// As [`gemv_block32`], with `w.ty` passing [`supports_kquant`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_kquant(
-    w: &WeightMatrix,
-    rows: std::ops::Range<usize>,
-    acts: &TiledActs,
-    n: usize,
-    y: *mut f32,
-) {
-    assert!(
-        n <= TILE && acts.q.len() >= TILE * w.cols && rows.end <= w.rows,
-        "gemv shapes"
-    );
-    // SAFETY (both arms): forwarded from the caller.
-    unsafe {
-        if w.ty == GgmlType::Q6K {
-            kquant_rows::<true>(w, rows, acts, n, y)
-        } else {
-            kquant_rows::<false>(w, rows, acts, n, y)
-        }
+        // SAFETY: r < w.rows; `y` is n × w.rows (caller contract).
+        unsafe { store_lanes(v, n, y, w.rows, r) };
     }
 }
 
@@ -402,10 +386,13 @@ fn kquant_scales<const Q6: bool>(b: &[u8]) -> ([f32; 16], [f32; 16]) {
     (sc, off)
 }
 
-/// [`gemv_kquant`] for one type.
+/// [`gemv_tile`] for Q4_K and Q6_K (`Q6`) matrices: per 256-element block, the scales and
+/// offsets of its sixteen 16-element parts are computed once, then each 32 columns are
+/// unpacked in registers (halves duplicated into both 128-bit lanes) and broadcast against the
+/// tile.
 ///
 /// # Safety
-/// As [`gemv_kquant`].
+/// As [`gemv_tile`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn kquant_rows<const Q6: bool>(
     w: &WeightMatrix,
@@ -421,7 +408,6 @@ unsafe fn kquant_rows<const Q6: bool>(
     let low4 = _mm256_set1_epi8(0xF);
     let high2 = _mm256_set1_epi8(0x30);
     let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
-    let mut out = [0f32; TILE];
     for r in rows {
         // SAFETY: row r < w.rows, so its bytes lie in the matrix; prefetching further rows is
         // a hint that never faults.
@@ -521,11 +507,7 @@ unsafe fn kquant_rows<const Q6: bool>(
             }
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc0, acc1), off);
-        // SAFETY: `out` holds TILE floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-        for (k, &v) in out.iter().enumerate().take(n) {
-            // SAFETY: k < n and r < w.rows: inside `y` (caller contract).
-            unsafe { *y.add(k * w.rows + r) = v };
-        }
+        // SAFETY: r < w.rows; `y` is n × w.rows (caller contract).
+        unsafe { store_lanes(v, n, y, w.rows, r) };
     }
 }
