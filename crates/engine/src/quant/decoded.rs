@@ -290,6 +290,8 @@ impl TiledActs {
         for tile in 0..tiles {
             let rows = tile * TILE..n.min((tile + 1) * TILE);
             let dst = &mut q[tile * TILE * cols..(tile + 1) * TILE * cols];
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd; // no SIMD interleave off x86-64
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: the caller vouches for AVX2; the tile's rows exist in `acts` and

@@ -10,12 +10,10 @@
 //! Q8_K) weights are converted to f32 rows and use an f32 dot product instead.
 //! See docs/kernels.md for the measurements behind these choices.
 
-use super::decoded::{
-    is_integer, is_per32, is_signed, DecodedRow, QuantizedActs, TiledActs, GROUP, SUB,
-};
+use super::decoded::{is_integer, is_per32, is_signed, DecodedRow, QuantizedActs, GROUP, SUB};
+use super::WeightMatrix;
 #[cfg(target_arch = "x86_64")]
-use super::x86;
-use super::{GgmlType, WeightMatrix};
+use super::{decoded::TiledActs, x86, GgmlType};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -110,7 +108,9 @@ thread_local! {
 }
 
 /// [`matmul`] on a chosen ISA (tests compare every ISA with the scalar reference) and, with
-/// AVX2, a forced choice of kernels (`broadcast`; `None`: [`use_broadcast`]).
+/// AVX2, a forced choice of kernels (`broadcast`; `None`: [`use_broadcast`]). Q8_0/Q8_1
+/// matrices with a −128 level never take the broadcast kernels
+/// ([`WeightMatrix::has_level_minus_128`]).
 pub(crate) fn matmul_with(
     isa: Isa,
     broadcast: Option<bool>,
@@ -139,18 +139,22 @@ pub(crate) fn matmul_with(
             Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
             _ => QuantizedActs::new(x),
         };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = broadcast; // only the AVX2 path has broadcast kernels
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && broadcast.unwrap_or_else(|| use_broadcast(w.ty, n)) {
-            let tiled = TiledActs::new(&acts, n, w.cols, is_signed(w.ty));
+        if isa == Isa::Avx2
+            && broadcast.unwrap_or_else(|| use_broadcast(w.ty, n))
+            && !w.has_level_minus_128()
+        {
+            // |x| only for the fused Q8_0 GEMV (see x86::bcast).
+            let tiled = TiledActs::new(&acts, n, w.cols, is_signed(w.ty) && n <= TILE);
             let (per_task, n_tasks) = if n <= TILE {
                 (GEMV_ROWS_PER_TASK, w.rows.div_ceil(GEMV_ROWS_PER_TASK))
             } else {
                 (ROWS_PER_TASK, n_tasks)
             };
+            let rows_of = |task: usize| task * per_task..((task + 1) * per_task).min(w.rows);
             if n <= TILE && x86::bcast::supports_gemv(w.ty) {
-                let rows_of = |task: usize| {
-                    task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
-                };
                 pool.run(n_tasks, &|task| {
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
                     // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
@@ -161,7 +165,7 @@ pub(crate) fn matmul_with(
             }
             pool.run(n_tasks, &|task| {
                 DECODED.with_borrow_mut(|decoded| {
-                    let rows = task * per_task..((task + 1) * per_task).min(w.rows);
+                    let rows = rows_of(task);
                     let mut out = [0f32; TILE];
                     if n <= TILE {
                         let d = &mut scratch_rows(decoded, 1, w.cols)[0];

@@ -209,6 +209,9 @@ pub struct WeightMatrix {
     pub rows: usize,
     pub cols: usize,
     pub data: TensorBytes,
+    /// Whether a Q8_0/Q8_1 matrix holds the level −128 anywhere, found on first ask
+    /// ([`Self::has_level_minus_128`]).
+    minus_128: std::sync::OnceLock<bool>,
 }
 
 impl WeightMatrix {
@@ -235,6 +238,24 @@ impl WeightMatrix {
             rows,
             cols,
             data,
+            minus_128: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Whether this Q8_0/Q8_1 matrix has a level of −128 (ggml's quantizers write −127..127,
+    /// but the format allows −128); false for other types. The broadcast kernels multiply |x|
+    /// by `w·sign(x)`, which overflows i8 for w = −128, so such matrices take the per-row
+    /// kernels. Scanned once, on first ask (~20 ms for the 145 MB output matrix of a 0.5B model).
+    pub fn has_level_minus_128(&self) -> bool {
+        *self.minus_128.get_or_init(|| {
+            let at = match self.ty {
+                GgmlType::Q8_0 => 2,
+                GgmlType::Q8_1 => 4,
+                _ => return false,
+            };
+            self.data
+                .chunks_exact(self.ty.block_bytes())
+                .any(|b| b[at..].iter().fold(false, |m, &v| m | (v == 0x80)))
         })
     }
 

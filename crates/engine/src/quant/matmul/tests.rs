@@ -202,6 +202,24 @@ fn simd_equals_scalar() {
     }
 }
 
+/// A Q8_0 level of −128 (allowed by the format, never written by ggml's quantizer) would
+/// overflow the broadcast kernels' `w·sign(x)`: such a matrix takes the per-row kernels, at
+/// every row count, even when the broadcast kernels are asked for.
+#[test]
+fn q8_0_level_minus_128_matches_reference() {
+    let mut rng = Rng::new(21);
+    let pool = ThreadPool::new(2);
+    let mut w = random_matrix(GgmlType::Q8_0, 9, 96, &mut rng);
+    assert!(!w.has_level_minus_128());
+    let mut data = w.data.to_vec();
+    data[2 + 34 * 4 + 5] = 0x80; // row 1 (3 blocks of 34 bytes per row), block 1, level 5
+    w = WeightMatrix::new(GgmlType::Q8_0, 9, 96, TensorBytes::from(data)).unwrap();
+    assert!(w.has_level_minus_128());
+    for n in [1, 8, 9] {
+        check(detected_isa(), &pool, &w, n, &mut rng);
+    }
+}
+
 #[test]
 fn dot_f32_matches_f64_for_odd_lengths() {
     let mut rng = Rng::new(5);

@@ -1,8 +1,13 @@
-//! The broadcast kernel: one unpacked weight row ([`DecodedRow`]) against a tile of
-//! [`TILE`] activation rows regrouped by [`TiledActs`]. Each 4 weight levels are broadcast to
-//! all eight 32-bit lanes and multiplied with the same 4 columns of the eight activation rows,
-//! so lane k accumulates activation row k's dot product: no horizontal sums, and per 32
-//! columns one convert and one FMA serve all eight rows.
+//! The broadcast kernels: a weight row against a tile of [`TILE`] activation rows regrouped
+//! by [`TiledActs`]. Each 4 weight levels are broadcast to all eight 32-bit lanes and
+//! multiplied with the same 4 columns of the eight activation rows, so lane k accumulates
+//! activation row k's dot product: no horizontal sums, and per 32 columns one convert and one
+//! FMA serve all eight rows. [`dot_tile`] takes a row unpacked into L1 ([`DecodedRow`], any
+//! integer type; the GEMM path, broadcasts are loads); [`gemv_tile`] unpacks Q4_0/Q5_0/Q8_0/
+//! Q4_K/Q6_K blocks in registers (the decode path, broadcasts are in-lane shuffles).
+//! Signed levels (Q8_0) in [`gemv_tile`] multiply |x| (tiled once per call) by `sign(w, x)`:
+//! pairwise i16 sums stay within 2·127·128 < 32768, but w = −128 would overflow (the caller
+//! checks [`WeightMatrix::has_level_minus_128`]); [`dot_tile`] multiplies |w| by `sign(x, w)`.
 
 use super::super::decoded::{DecodedRow, TiledActs, GROUP, SUB, TILE};
 use super::super::{GgmlType, WeightMatrix};
@@ -79,7 +84,9 @@ unsafe fn tile_kernel<const SIGNED: bool, const PER32: bool>(
         let unit = |u: usize, acc: __m256, off: __m256| -> (__m256, __m256) {
             let (p, g, scale_at) = if PER32 {
                 let p = if SIGNED {
-                    // Pairwise i16 sums of |w|·x stay within 2·128·127 < 32768.
+                    // |w|·sign(x, w): here (unlike in `gemv_rows`) w = −128 is fine, and one
+                    // `abs` costs less than a third load per maddubs (|x|) in this load-bound
+                    // loop. Pairwise i16 sums stay within 2·128·127 < 32768.
                     let m: [__m256i; 8] = std::array::from_fn(|j| {
                         let (w, x) = (wb(8 * u + j), a(8 * u + j));
                         let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
