@@ -6,9 +6,11 @@
 //! Run: `cargo run --release -p sprout-engine --example kernel_ab TYPE ROWS COLS N [THREADS]`,
 //! e.g. `... kernel_ab q5_0 4864 896 8` (types: q4_0 q5_0 q8_0 q4_k q6_k).
 
-use sprout_engine::quant::blocks::quantize_row;
+mod common;
+
+use common::matrix;
 use sprout_engine::quant::matmul::{matmul_forced, ThreadPool};
-use sprout_engine::quant::{GgmlType, TensorBytes, WeightMatrix};
+use sprout_engine::quant::GgmlType;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -31,21 +33,11 @@ fn main() -> ExitCode {
     else {
         return usage();
     };
-    let Some(row_bytes) = ty.row_bytes(cols) else {
+    if ty.row_bytes(cols).is_none() {
         eprintln!("{cols} columns are not whole {} blocks", ty.name());
         return ExitCode::FAILURE;
-    };
-    let mut data = vec![0u8; rows * row_bytes];
-    let mut seed = 1u32;
-    let mut x = vec![0f32; cols];
-    for dst in data.chunks_exact_mut(row_bytes) {
-        for v in x.iter_mut() {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = (seed >> 8) as f32 / (1 << 24) as f32 - 0.5;
-        }
-        quantize_row(ty, &x, dst).expect("a type with a quantizer");
     }
-    let w = WeightMatrix::new(ty, rows, cols, TensorBytes::from(data)).expect("consistent shape");
+    let w = matrix(ty, rows, cols);
     let pool = ThreadPool::new(threads);
     let x: Vec<f32> = (0..n * cols)
         .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)

@@ -139,6 +139,11 @@ pub(crate) fn matmul_with(
             Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
             _ => QuantizedActs::new(x),
         };
+        // GEMV-like calls (n ≤ TILE): longer runs of rows per task keep each thread's weight
+        // stream sequential.
+        let gemv_tasks = w.rows.div_ceil(GEMV_ROWS_PER_TASK);
+        let gemv_rows =
+            |task: usize| task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows);
         #[cfg(not(target_arch = "x86_64"))]
         let _ = broadcast; // only the AVX2 path has broadcast kernels
         #[cfg(target_arch = "x86_64")]
@@ -148,41 +153,21 @@ pub(crate) fn matmul_with(
         {
             // |x| only for the fused Q8_0 GEMV (see x86::bcast).
             let tiled = TiledActs::new(&acts, n, w.cols, is_signed(w.ty) && n <= TILE);
-            let (per_task, n_tasks) = if n <= TILE {
-                (GEMV_ROWS_PER_TASK, w.rows.div_ceil(GEMV_ROWS_PER_TASK))
-            } else {
-                (ROWS_PER_TASK, n_tasks)
-            };
-            let rows_of = |task: usize| task * per_task..((task + 1) * per_task).min(w.rows);
             if n <= TILE && x86::bcast::supports_gemv(w.ty) {
-                pool.run(n_tasks, &|task| {
+                pool.run(gemv_tasks, &|task| {
                     // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; the
                     // type is supported, `tiled` holds tile 0 of rows of `cols`, the rows
                     // exist, `y` is n × rows and each task writes only its own rows.
-                    unsafe { x86::bcast::gemv_tile(w, rows_of(task), &tiled, n, y_ptr.get()) }
+                    unsafe { x86::bcast::gemv_tile(w, gemv_rows(task), &tiled, n, y_ptr.get()) }
                 });
                 return;
             }
+            // Other types (and more rows than one tile): unpack ROWS_PER_TASK rows into L1,
+            // then sweep them tile by tile.
             pool.run(n_tasks, &|task| {
                 DECODED.with_borrow_mut(|decoded| {
                     let rows = rows_of(task);
                     let mut out = [0f32; TILE];
-                    if n <= TILE {
-                        let d = &mut scratch_rows(decoded, 1, w.cols)[0];
-                        for r in rows {
-                            if r + PREFETCH_ROWS < w.rows {
-                                prefetch(w.row(r + PREFETCH_ROWS));
-                            }
-                            decode_row(isa, d, w, r);
-                            // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and
-                            // F16C; `d` and `tiled` hold rows of `w.cols`, tile 0 exists.
-                            unsafe { x86::bcast::dot_tile(d, &tiled, w.cols, 0, &mut out) };
-                            for (t, &v) in out.iter().enumerate().take(n) {
-                                store(t, r, v);
-                            }
-                        }
-                        return;
-                    }
                     let decoded = scratch_rows(decoded, ROWS_PER_TASK, w.cols);
                     for (d, r) in decoded.iter_mut().zip(rows.clone()) {
                         decode_row(isa, d, w, r);
@@ -190,7 +175,9 @@ pub(crate) fn matmul_with(
                     for tile in 0..n.div_ceil(TILE) {
                         let nt = TILE.min(n - tile * TILE);
                         for (d, r) in decoded.iter().zip(rows.clone()) {
-                            // SAFETY: as above; `tile` < the tile count of `tiled`.
+                            // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and
+                            // F16C; `d` and `tiled` hold rows of `w.cols`; `tile` < the tile
+                            // count of `tiled`.
                             unsafe { x86::bcast::dot_tile(d, &tiled, w.cols, tile, &mut out) };
                             for (k, &v) in out.iter().enumerate().take(nt) {
                                 store(tile * TILE + k, r, v);
@@ -203,11 +190,7 @@ pub(crate) fn matmul_with(
         }
         if n <= TILE {
             // GEMV-like: few activation rows, so unpack each row into L1 and use it at once.
-            // Longer runs of rows per task keep each thread's weight stream sequential.
-            let n_tasks = w.rows.div_ceil(GEMV_ROWS_PER_TASK);
-            let rows_of = |task: usize| {
-                task * GEMV_ROWS_PER_TASK..((task + 1) * GEMV_ROWS_PER_TASK).min(w.rows)
-            };
+            let (n_tasks, rows_of) = (gemv_tasks, gemv_rows);
             #[cfg(target_arch = "x86_64")]
             if isa == Isa::Avx2 && x86::gemv::supports(w.ty) {
                 pool.run(n_tasks, &|task| {

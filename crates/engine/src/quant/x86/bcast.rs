@@ -369,30 +369,6 @@ unsafe fn gemv_rows<const TY: u8>(
     }
 }
 
-/// Scales and offsets per 16 elements of one Q6_K (`Q6`) or Q4_K block: `w = sc·q + off`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn kquant_scales<const Q6: bool>(b: &[u8]) -> ([f32; 16], [f32; 16]) {
-    let (mut sc, mut off) = ([0f32; 16], [0f32; 16]);
-    if Q6 {
-        let d = super::unpack::f16c_at(b, 208);
-        for (i, &s) in b[192..208].iter().enumerate() {
-            sc[i] = d * (s as i8) as f32;
-            off[i] = -32.0 * sc[i];
-        }
-    } else {
-        let (d, dmin) = (super::unpack::f16c_at(b, 0), super::unpack::f16c_at(b, 2));
-        for j in 0..8 {
-            let (s, m) = super::super::blocks::scale_min_k4(j, &b[4..16]);
-            sc[2 * j] = d * s as f32;
-            sc[2 * j + 1] = sc[2 * j];
-            off[2 * j] = -(dmin * m as f32);
-            off[2 * j + 1] = off[2 * j];
-        }
-    }
-    (sc, off)
-}
-
 /// [`gemv_tile`] for Q4_K and Q6_K (`Q6`) matrices: per 256-element block, the scales and
 /// offsets of its sixteen 16-element parts are computed once, then each 32 columns are
 /// unpacked in registers (halves duplicated into both 128-bit lanes) and broadcast against the
@@ -425,7 +401,7 @@ unsafe fn kquant_rows<const Q6: bool>(
         for blk in 0..blocks {
             // SAFETY: block `blk` lies in the row.
             let b = unsafe { std::slice::from_raw_parts(row.add(blk * bb), bb) };
-            let (sc, of) = kquant_scales::<Q6>(b);
+            let (sc, of) = super::unpack::kquant_scales::<Q6>(b);
             let p = b.as_ptr();
             // SAFETY (the loads): 16 bytes at each offset lie in the block.
             let dup = |at: usize| unsafe {
@@ -467,9 +443,10 @@ unsafe fn kquant_rows<const Q6: bool>(
                         )
                     }
                 };
-                let g = 8 * blk + j; // activation block
-                                     // SAFETY: activation groups 8g..8g+8, scale g and sums 2g, 2g+1 of tile 0
-                                     // exist (asserted by the caller).
+                // The activation block; its groups 8g..8g+8, scale g and sums 2g, 2g+1 of
+                // tile 0 exist (asserted by the caller).
+                let g = 8 * blk + j;
+                // SAFETY: the reads below are those of activation block g.
                 unsafe {
                     let a =
                         |k: usize| _mm256_loadu_si256(aq.add(32 * (8 * g + k)) as *const __m256i);

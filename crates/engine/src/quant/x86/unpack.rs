@@ -162,6 +162,30 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
     }
 }
 
+/// Scales and offsets per 16 elements of one Q6_K (`Q6`) or Q4_K block: `w = sc·q + off`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn kquant_scales<const Q6: bool>(b: &[u8]) -> ([f32; 16], [f32; 16]) {
+    let (mut sc, mut off) = ([0f32; 16], [0f32; 16]);
+    if Q6 {
+        let d = f16c_at(b, 208);
+        for (i, &s) in b[192..208].iter().enumerate() {
+            sc[i] = d * (s as i8) as f32;
+            off[i] = -32.0 * sc[i];
+        }
+    } else {
+        let (d, dmin) = (f16c_at(b, 0), f16c_at(b, 2));
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &b[4..16]);
+            sc[2 * j] = d * s as f32;
+            sc[2 * j + 1] = sc[2 * j];
+            off[2 * j] = -(dmin * m as f32);
+            off[2 * j + 1] = off[2 * j];
+        }
+    }
+    (sc, off)
+}
+
 /// Q4_K rows: nibbles split with AVX2, the 6-bit scales and mins decoded in scalar code.
 ///
 /// # Safety
@@ -170,17 +194,9 @@ pub(crate) unsafe fn decode_fast(w: &mut DecodedRow, ty: GgmlType, src: &[u8]) {
 unsafe fn decode_q4k(w: &mut DecodedRow, src: &[u8]) {
     assert!(w.q.len() >= src.len() / 144 * 256, "row shape");
     for (i, b) in src.chunks_exact(144).enumerate() {
-        let (d, min) = (f16c_at(b, 0), f16c_at(b, 2));
-        let sc = &mut w.scale[16 * i..16 * i + 16];
-        let off = &mut w.offset[16 * i..16 * i + 16];
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(j, &b[4..16]);
-            let (s, m) = (d * s as f32, -(min * m as f32));
-            sc[2 * j] = s;
-            sc[2 * j + 1] = s;
-            off[2 * j] = m;
-            off[2 * j + 1] = m;
-        }
+        let (sc, off) = kquant_scales::<false>(b);
+        w.scale[16 * i..16 * i + 16].copy_from_slice(&sc);
+        w.offset[16 * i..16 * i + 16].copy_from_slice(&off);
         for h in 0..2 {
             // SAFETY: the block is 144 bytes; the 128 output bytes 256i+128h.. lie in the
             // row's `q` (asserted above).
