@@ -1,6 +1,7 @@
 //! A/B timing of the AVX2 matmul kernels: the broadcast kernels (`matmul_forced(.., true)`)
-//! against the per-row GEMV/GEMM kernels (`false`), alternated call by call on the same
-//! matrix so that the load of this shared machine hits both alike; the best time of each wins.
+//! against the per-row GEMV/GEMM kernels (`false`) and, for types that pack (Q4_0/Q5_0), the
+//! kernel of the packed matrix (`WeightMatrix::packed`), alternated call by call on the same
+//! matrix so that the load of this shared machine hits all alike; the best time of each wins.
 //! This is how the row-count thresholds in `quant::matmul::use_broadcast` were chosen.
 //!
 //! Run: `cargo run --release -p sprout-engine --example kernel_ab TYPE ROWS COLS N [THREADS]`,
@@ -9,7 +10,7 @@
 mod common;
 
 use common::matrix;
-use sprout_engine::quant::matmul::{matmul_forced, ThreadPool};
+use sprout_engine::quant::matmul::{matmul, matmul_forced, ThreadPool};
 use sprout_engine::quant::GgmlType;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let w = matrix(ty, rows, cols);
+    let packed = w.packed();
     let pool = ThreadPool::new(threads);
     let x: Vec<f32> = (0..n * cols)
         .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
@@ -45,22 +47,36 @@ fn main() -> ExitCode {
     let mut y = vec![0f32; n * rows];
     let flop = 2.0 * (rows * cols * n) as f64;
     let calls = (4e9 / flop).clamp(10.0, 400.0) as usize;
-    let mut best = [f64::INFINITY; 2];
-    for call in 0..calls {
-        let broadcast = call % 2 == 1;
+    // Per-row kernels, broadcast kernels, and (Q4_0/Q5_0) the packed matrix's kernel.
+    let kinds = if packed.is_some() { 3 } else { 2 };
+    let mut best = [f64::INFINITY; 3];
+    for call in 0..calls * kinds {
+        let kind = call % kinds;
         let start = Instant::now();
-        matmul_forced(&pool, &w, &x, n, &mut y, broadcast);
-        let t = &mut best[broadcast as usize];
+        match (kind, &packed) {
+            (2, Some(p)) => matmul(&pool, p, &x, n, &mut y),
+            _ => matmul_forced(&pool, &w, &x, n, &mut y, kind == 1),
+        }
+        let t = &mut best[kind];
         *t = t.min(start.elapsed().as_secs_f64());
     }
-    println!(
-        "{} {rows}x{cols} n={n} threads={threads}: per-row {:.1} GFLOP/s, broadcast {:.1} GFLOP/s, \
-         broadcast/per-row {:.3}",
+    let gflops = |k: usize| flop / best[k] / 1e9;
+    print!(
+        "{} {rows}x{cols} n={n} threads={threads}: per-row {:.1} GFLOP/s, broadcast {:.1} GFLOP/s \
+         ({:.3}×)",
         ty.name(),
-        flop / best[0] / 1e9,
-        flop / best[1] / 1e9,
+        gflops(0),
+        gflops(1),
         best[0] / best[1]
     );
+    if packed.is_some() {
+        print!(
+            ", packed {:.1} GFLOP/s ({:.3}× the better)",
+            gflops(2),
+            best[0].min(best[1]) / best[2]
+        );
+    }
+    println!();
     ExitCode::SUCCESS
 }
 

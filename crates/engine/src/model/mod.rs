@@ -98,10 +98,11 @@ impl Model {
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.kv_dim();
         let embed = matrix(src, "token_embd.weight", c.vocab_size, d)?;
-        let output = if src.tensors.contains_key("output.weight") {
-            matrix(src, "output.weight", c.vocab_size, d)?
-        } else {
+        let tied = !src.tensors.contains_key("output.weight");
+        let output = if tied {
             embed.clone()
+        } else {
+            matrix(src, "output.weight", c.vocab_size, d)?
         };
         let mut layers = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
@@ -145,13 +146,54 @@ impl Model {
             }
             layers.push(layer);
         }
-        Ok(Self {
+        let mut model = Self {
             output_norm: vector(src, "output_norm.weight", d)?,
             config,
             embed,
             layers,
             output,
-        })
+        };
+        model.pack_matrices(tied);
+        Ok(model)
+    }
+
+    /// Replaces every weight matrix that the kernels of this CPU multiply faster with its rows
+    /// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores, and lets the
+    /// file pages it was read from go (so resident memory stays about one copy of the
+    /// weights). The embedding table keeps its rows (tokens look them up), and so does a tied
+    /// output matrix.
+    fn pack_matrices(&mut self, output_tied: bool) {
+        let mut todo: Vec<&mut WeightMatrix> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .collect();
+        if !output_tied {
+            todo.push(&mut self.output);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queue = std::sync::Mutex::new(todo);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let Some(m) = next else { break };
+                    if let Some(packed) = m.packed() {
+                        std::mem::replace(m, packed).data.release_pages();
+                    }
+                });
+            }
+        });
     }
 
     /// Runs one step and returns the logits of `batch.logit_tokens`, one row of `vocab_size`

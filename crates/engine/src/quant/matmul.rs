@@ -11,9 +11,9 @@
 //! See docs/kernels.md for the measurements behind these choices.
 
 use super::decoded::{is_integer, is_per32, is_signed, DecodedRow, QuantizedActs, GROUP, SUB};
-use super::WeightMatrix;
 #[cfg(target_arch = "x86_64")]
 use super::{decoded::TiledActs, x86, GgmlType};
+use super::{packed, WeightMatrix};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -139,6 +139,28 @@ pub(crate) fn matmul_with(
             Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
             _ => QuantizedActs::new(x),
         };
+        if w.is_packed() {
+            // Rows interleaved 8 by 8 (`quant::packed`): one kernel for every batch size.
+            let xbias = packed::act_bias(w.ty, &acts, n, w.cols);
+            let groups = w.rows / packed::ROWS;
+            let per_task = if n <= TILE {
+                GEMV_ROWS_PER_TASK
+            } else {
+                ROWS_PER_TASK
+            } / packed::ROWS;
+            let range = |task: usize| task * per_task..((task + 1) * per_task).min(groups);
+            pool.run(groups.div_ceil(per_task), &|task| match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; `w` is
+                // packed, `acts`/`xbias` hold n rows of `cols`, the task's groups exist and
+                // each task writes only its own groups' outputs of the n × rows `y`.
+                Isa::Avx2 => unsafe {
+                    x86::packed::matmul_packed(w, range(task), &acts, &xbias, n, y_ptr.get())
+                },
+                _ => packed::matmul_scalar(w, range(task), &acts, &xbias, n, store),
+            });
+            return;
+        }
         // GEMV-like calls (n ≤ TILE): longer runs of rows per task keep each thread's weight
         // stream sequential.
         let gemv_tasks = w.rows.div_ceil(GEMV_ROWS_PER_TASK);
@@ -377,4 +399,4 @@ impl SendPtr {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

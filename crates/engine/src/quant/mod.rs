@@ -8,6 +8,7 @@ pub mod blocks;
 mod decoded;
 mod kquants;
 pub mod matmul;
+mod packed;
 mod pool;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -195,6 +196,23 @@ impl std::fmt::Debug for TensorBytes {
     }
 }
 
+impl TensorBytes {
+    /// Lets the kernel drop this tensor's pages of a mapped file from the process's memory
+    /// (they are re-read from the page cache if touched again): for tensors whose bytes were
+    /// copied elsewhere. A no-op for owned bytes or when the kernel refuses.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let TensorBytes::Mapped { map, offset, len } = self {
+            // SAFETY: MADV_DONTNEED on a read-only private file mapping only drops pages;
+            // later reads fault them back in with the file's contents, so every `&[u8]`
+            // into the map keeps reading the same bytes.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *offset, *len)
+            };
+        }
+    }
+}
+
 impl From<Vec<u8>> for TensorBytes {
     fn from(v: Vec<u8>) -> Self {
         TensorBytes::Owned(std::sync::Arc::new(v))
@@ -209,6 +227,9 @@ pub struct WeightMatrix {
     pub rows: usize,
     pub cols: usize,
     pub data: TensorBytes,
+    /// Whether `data` holds the rows in ggml's order or interleaved for the AVX2 kernels
+    /// ([`WeightMatrix::packed`]).
+    packed: bool,
     /// Whether a Q8_0/Q8_1 matrix holds the level −128 anywhere, found on first ask
     /// ([`Self::has_level_minus_128`]).
     minus_128: std::sync::OnceLock<bool>,
@@ -238,8 +259,43 @@ impl WeightMatrix {
             rows,
             cols,
             data,
+            packed: false,
             minus_128: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This matrix with its rows interleaved 8 by 8 for the kernels of the detected CPU, when
+    /// they have such a kernel for its type and shape (Q4_0/Q5_0 with whole groups of 8 rows
+    /// on AVX2; see `quant::packed`); else None. A packed matrix serves [`matmul`] only: its
+    /// rows can no longer be read one by one ([`Self::row`]).
+    ///
+    /// [`matmul`]: matmul::matmul
+    pub fn packed(&self) -> Option<WeightMatrix> {
+        if self.packed
+            || matmul::detected_isa() == matmul::Isa::Scalar
+            || !packed::packable(self.ty, self.rows)
+        {
+            return None;
+        }
+        Some(self.packed_unchecked())
+    }
+
+    /// The packed copy, whatever the CPU (tests run the portable packed kernel too).
+    pub(crate) fn packed_unchecked(&self) -> WeightMatrix {
+        let data = packed::pack(self.ty, self.rows, self.cols, &self.data);
+        Self {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: data.into(),
+            packed: true,
+            minus_128: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether the rows are interleaved ([`Self::packed`]).
+    pub fn is_packed(&self) -> bool {
+        self.packed
     }
 
     /// Whether this Q8_0/Q8_1 matrix has a level of −128 (ggml's quantizers write −127..127,
@@ -264,8 +320,10 @@ impl WeightMatrix {
         self.data.len() / self.rows.max(1)
     }
 
-    /// The raw bytes of row `r`.
+    /// The raw bytes of row `r`. Panics on a packed matrix (an internal misuse: the model
+    /// packs only matrices it multiplies, never the embedding table).
     pub fn row(&self, r: usize) -> &[u8] {
+        assert!(!self.packed, "row access on a packed weight matrix");
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
     }

@@ -49,6 +49,7 @@ macro_rules! by_rows {
 pub(crate) mod bcast;
 pub(crate) mod gemv;
 pub(crate) mod gemv_k;
+pub(crate) mod packed;
 mod unpack;
 pub(crate) use unpack::decode_fast;
 

@@ -87,6 +87,12 @@ fn check_with(
     let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
     let mut y = vec![f32::NAN; n * w.rows];
     matmul_with(isa, broadcast, pool, w, &x, n, &mut y);
+    assert_reference(w, &x, &y, n, &format!("{isa:?} broadcast {broadcast:?}"));
+}
+
+/// Checks `y = w·x` against f64 sums of `w`'s dequantized rows; the tolerance is the worst case
+/// of activation rounding (half a step of each 32-group's scale) on integer paths.
+fn assert_reference(w: &WeightMatrix, x: &[f32], y: &[f32], n: usize, label: &str) {
     let mut row = vec![0f32; w.cols];
     for r in 0..w.rows {
         dequantize_row(w.ty, w.row(r), &mut row);
@@ -108,8 +114,7 @@ fn check_with(
             let got = y[t * w.rows + r] as f64;
             assert!(
                 (got - exact).abs() <= tol,
-                "{:?} broadcast {broadcast:?} {} {}x{} n={n} r={r} t={t}: {got} vs {exact} (tol {tol})",
-                isa,
+                "{label} {} {}x{} n={n} r={r} t={t}: {got} vs {exact} (tol {tol})",
                 w.ty.name(),
                 w.rows,
                 w.cols
@@ -167,6 +172,65 @@ fn chunk_tails_and_task_boundaries_match_reference() {
                 for n in [1, 2, 3, 4, 5, 6, 8, 9] {
                     check(isa, &pool, &w, n, &mut rng);
                 }
+            }
+        }
+    }
+}
+
+/// Matrices packed 8 rows per group (`quant::packed`): every ISA's packed kernel against the
+/// reference of the unpacked rows, for one and several groups per task, widths with 1..13
+/// blocks, and batches across the GEMV/GEMM switch and the kernel's 64-row chunks.
+#[test]
+fn packed_matrices_match_reference() {
+    let mut rng = Rng::new(17);
+    let pool = ThreadPool::new(2);
+    let mut isas = vec![Isa::Scalar];
+    if detected_isa() != Isa::Scalar {
+        isas.push(detected_isa());
+    }
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+        for (rows, cols) in [(8, 32), (16, 96), (GEMV_ROWS_PER_TASK + 8, 416), (24, 224)] {
+            let w = random_matrix(ty, rows, cols, &mut rng);
+            let p = w.packed_unchecked();
+            assert!(p.is_packed());
+            let batches: Vec<usize> = if rows == 24 {
+                vec![63, 64, 65, 130]
+            } else {
+                (1..=17).collect()
+            };
+            for &isa in &isas {
+                for &n in &batches {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+                    let mut y = vec![f32::NAN; n * rows];
+                    matmul_with(isa, None, &pool, &p, &x, n, &mut y);
+                    assert_reference(&w, &x, &y, n, &format!("{isa:?} packed"));
+                }
+            }
+        }
+    }
+}
+
+/// The packed AVX2 kernel does the scalar packed kernel's arithmetic in the same order.
+#[test]
+fn packed_simd_equals_packed_scalar() {
+    if detected_isa() == Isa::Scalar {
+        return;
+    }
+    let mut rng = Rng::new(19);
+    let pool = ThreadPool::new(2);
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+        let p = random_matrix(ty, 32, 768, &mut rng).packed_unchecked();
+        for n in [1, 8, 13, 70] {
+            let x: Vec<f32> = (0..n * p.cols).map(|_| rng.normal()).collect();
+            let (mut a, mut b) = (vec![0f32; n * p.rows], vec![0f32; n * p.rows]);
+            matmul_with(Isa::Scalar, None, &pool, &p, &x, n, &mut a);
+            matmul_with(detected_isa(), None, &pool, &p, &x, n, &mut b);
+            for (u, v) in a.iter().zip(&b) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + u.abs()),
+                    "{}: {u} vs {v}",
+                    ty.name()
+                );
             }
         }
     }
