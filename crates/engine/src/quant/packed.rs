@@ -1,21 +1,23 @@
 //! Weight matrices repacked at load so that one 256-bit register holds 4 columns of 8 weight
 //! rows ("lanes = weight rows"): the AVX2 kernel (`x86::packed`) broadcasts 4 activation bytes
 //! (a load, no shuffle) and multiplies them with 8 rows at once, each 32-bit lane summing one
-//! weight row, with no horizontal sums and no per-product shuffles. Each 32-column block of 8
-//! rows is unpacked once per call and used for every activation row of the batch.
+//! weight row, with no horizontal sums and no per-product shuffles. Each block of 8 rows is
+//! unpacked once per call and used for every activation row of the batch.
 //!
-//! The bytes are ggml's, reordered (the same size): per group of [`ROWS`] rows, per block of 32
-//! columns, `8 × bb` bytes (`bb` = the ggml block size):
-//! - `[0, 16)`: the 8 rows' f16 scales;
-//! - Q5_0 only, `[16, 48)`: the fifth bits: byte `4r + c`, bit `v` = the fifth bit of row `r`,
-//!   column `4v + c`;
-//! - then 4 chunks of 32 bytes: chunk `k`, byte `4r + c` holds row `r`'s nibble of column
-//!   `8k + c` (low) and of column `8k + 4 + c` (high).
-//!
-//! So "vector" `v` (columns `4v..4v+4` of the 8 rows, byte `4r + c`) is the low (even `v`) or
-//! high (odd `v`) nibbles of chunk `v / 2`, with bit `v` of the fifth-bit bytes on top. Levels
-//! are unsigned: `w = d · (level − bias)`, bias 8 (Q4_0) or 16 (Q5_0).
+//! The bytes are ggml's, reordered: per group of [`ROWS`] rows, per ggml block (32 columns, 256
+//! for Q4_K), [`group_block_bytes`] bytes. Every 32 columns of 8 rows are 8 "vectors" of 32
+//! bytes, vector `v` holding columns `4v..4v+4` at byte `4r + c` (row `r`, column `4v + c`).
+//! - Q4_0 / Q5_0: `[0, 16)` the 8 rows' f16 scales; Q5_0 only, `[16, 48)` the fifth bits (byte
+//!   `4r + c`, bit `v` = the fifth bit of row `r`, column `4v + c`); then 4 chunks of 32 bytes:
+//!   chunk `k` holds vector `2k` in its low nibbles and vector `2k + 1` in its high ones.
+//!   `w = d · (level − bias)`, bias 8 (Q4_0) or 16 (Q5_0).
+//! - Q8_0: the 8 scales, then the 8 vectors of signed levels (`w = d · level`).
+//! - Q4_K: the 8 rows' `d` and `dmin` (f16), the 6-bit sub-block scales and mins widened to
+//!   bytes (`[sub-block][row]`, 64 bytes each: 32 bytes per 8 rows more than ggml's 12-byte
+//!   packing, so that the kernel widens them with one instruction), then per 32-column
+//!   sub-block 4 nibble chunks as for Q4_0. `w = d · sc · level − dmin · m`.
 
+use super::blocks::{f16_at, scale_min_k4};
 use super::decoded::{QuantizedActs, GROUP};
 use super::{GgmlType, WeightMatrix};
 
@@ -24,15 +26,31 @@ pub(crate) const ROWS: usize = 8;
 
 /// Whether a `rows × _` matrix of `ty` can be packed.
 pub(crate) fn packable(ty: GgmlType, rows: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0) && rows > 0 && rows.is_multiple_of(ROWS)
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K
+    ) && rows > 0
+        && rows.is_multiple_of(ROWS)
 }
 
-/// The level offset of a packable type (`w = d · (level − bias)`).
+/// Bytes of one ggml block of all 8 rows of a group, packed.
+pub(crate) fn group_block_bytes(ty: GgmlType) -> usize {
+    ROWS * ty.block_bytes() + if ty == GgmlType::Q4K { Q4K_WIDE } else { 0 }
+}
+
+/// Bytes the widened Q4_K scales and mins add per group block (128 instead of 8 × 12).
+const Q4K_WIDE: usize = 32;
+/// Where a packed Q4_K group block's sub-block scales, mins and nibbles start.
+pub(crate) const Q4K_SCALES: usize = 32;
+pub(crate) const Q4K_MINS: usize = 96;
+pub(crate) const Q4K_NIBBLES: usize = 160;
+
+/// The level offset of Q4_0/Q5_0 (`w = d · (level − bias)`); 0 for the others.
 pub(crate) fn bias(ty: GgmlType) -> i32 {
-    if ty == GgmlType::Q5_0 {
-        16
-    } else {
-        8
+    match ty {
+        GgmlType::Q5_0 => 16,
+        GgmlType::Q4_0 => 8,
+        _ => 0,
     }
 }
 
@@ -51,7 +69,7 @@ const SPREAD: [u32; 16] = {
     t
 };
 
-/// Where the nibble chunks start in a group block.
+/// Where the nibble chunks start in a Q4_0/Q5_0 group block.
 pub(crate) fn nibbles_at(ty: GgmlType) -> usize {
     if ty == GgmlType::Q5_0 {
         48
@@ -63,43 +81,27 @@ pub(crate) fn nibbles_at(ty: GgmlType) -> usize {
 /// Repacks `rows` ggml rows of `cols` elements of `ty` (see [`packable`]) into the layout above.
 pub(crate) fn pack(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Vec<u8> {
     let bb = ty.block_bytes();
-    let blocks = cols / GROUP;
+    let blocks = cols / ty.block_elems();
     let row_bytes = blocks * bb;
     assert!(
         packable(ty, rows) && src.len() == rows * row_bytes,
         "pack shape"
     );
-    let q5 = ty == GgmlType::Q5_0;
-    let qs_at = nibbles_at(ty);
-    let mut out = vec![0u8; src.len()];
-    for (gi, group) in out.chunks_exact_mut(ROWS * row_bytes).enumerate() {
-        for (b, dst) in group.chunks_exact_mut(ROWS * bb).enumerate() {
+    let gbb = group_block_bytes(ty);
+    let mut out = vec![0u8; rows / ROWS * blocks * gbb];
+    for (gi, group) in out.chunks_exact_mut(blocks * gbb).enumerate() {
+        for (b, dst) in group.chunks_exact_mut(gbb).enumerate() {
             for r in 0..ROWS {
                 let s = &src[(ROWS * gi + r) * row_bytes + b * bb..][..bb];
-                dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
-                let (qh, qs) = if q5 {
-                    (u32::from_le_bytes([s[2], s[3], s[4], s[5]]), &s[6..22])
-                } else {
-                    (0, &s[2..18])
-                };
-                // Row r's 4 bytes of chunk k: nibbles of columns 8k..8k+4 (vector 2k) low,
-                // 8k+4..8k+8 (2k+1) high. Vector v's nibbles are the low (v < 4) or high
-                // nibbles of qs[4(v % 4)..][..4].
-                let word = |m: usize| {
-                    u32::from_le_bytes([qs[4 * m], qs[4 * m + 1], qs[4 * m + 2], qs[4 * m + 3]])
-                };
-                let vector = |v: usize| (word(v % 4) >> (4 * (v / 4))) & 0x0F0F_0F0F;
-                for k in 0..4 {
-                    let bytes = vector(2 * k) | vector(2 * k + 1) << 4;
-                    dst[qs_at + 32 * k + 4 * r..][..4].copy_from_slice(&bytes.to_le_bytes());
-                }
-                if q5 {
-                    // Bit 4v + c of qh goes to bit v of byte c: spread each nibble v of qh
-                    // (columns 4v..4v+4) to bit 0 of bytes 0..4, shifted by v.
-                    let fifth = (0..8).fold(0u32, |m, v| {
-                        m | SPREAD[((qh >> (4 * v)) & 0xF) as usize] << v
-                    });
-                    dst[16 + 4 * r..][..4].copy_from_slice(&fifth.to_le_bytes());
+                match ty {
+                    GgmlType::Q8_0 => {
+                        dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
+                        for v in 0..8 {
+                            dst[16 + 32 * v + 4 * r..][..4].copy_from_slice(&s[2 + 4 * v..][..4]);
+                        }
+                    }
+                    GgmlType::Q4K => pack_q4k_row(dst, r, s),
+                    _ => pack_q4_q5_row(ty, dst, r, s),
                 }
             }
         }
@@ -107,23 +109,78 @@ pub(crate) fn pack(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Vec<u8
     out
 }
 
-/// The level of row `r` (within the group), column `j` (within the block) of a group block.
+/// Row `r`'s share of a Q4_0/Q5_0 group block from its ggml block `s`.
+fn pack_q4_q5_row(ty: GgmlType, dst: &mut [u8], r: usize, s: &[u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
+    let (qh, qs) = if ty == GgmlType::Q5_0 {
+        (u32::from_le_bytes([s[2], s[3], s[4], s[5]]), &s[6..22])
+    } else {
+        (0, &s[2..18])
+    };
+    // Row r's 4 bytes of chunk k: nibbles of columns 8k..8k+4 (vector 2k) low, 8k+4..8k+8
+    // (2k+1) high. Vector v's nibbles are the low (v < 4) or high nibbles of qs[4(v % 4)..][..4].
+    let word =
+        |m: usize| u32::from_le_bytes([qs[4 * m], qs[4 * m + 1], qs[4 * m + 2], qs[4 * m + 3]]);
+    let vector = |v: usize| (word(v % 4) >> (4 * (v / 4))) & 0x0F0F_0F0F;
+    let at = nibbles_at(ty);
+    for k in 0..4 {
+        let bytes = vector(2 * k) | vector(2 * k + 1) << 4;
+        dst[at + 32 * k + 4 * r..][..4].copy_from_slice(&bytes.to_le_bytes());
+    }
+    if ty == GgmlType::Q5_0 {
+        // Bit 4v + c of qh goes to bit v of byte c: spread each nibble v of qh (columns
+        // 4v..4v+4) to bit 0 of bytes 0..4, shifted by v.
+        let fifth = (0..8).fold(0u32, |m, v| {
+            m | SPREAD[((qh >> (4 * v)) & 0xF) as usize] << v
+        });
+        dst[16 + 4 * r..][..4].copy_from_slice(&fifth.to_le_bytes());
+    }
+}
+
+/// Row `r`'s share of a Q4_K group block from its ggml block `s` (`d`, `dmin`, 12 bytes of
+/// 6-bit scales and mins, then 128 bytes: columns 64c..64c+32 in the low nibbles of
+/// `qs[32c..32c+32]`, the next 32 in their high nibbles).
+fn pack_q4k_row(dst: &mut [u8], r: usize, s: &[u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
+    dst[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&s[2..4]);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &s[4..16]);
+        dst[Q4K_SCALES + ROWS * j + r] = sc;
+        dst[Q4K_MINS + ROWS * j + r] = m;
+        let qs = &s[16 + 32 * (j / 2)..][..32];
+        let nib = |col: usize| (qs[col] >> (4 * (j % 2))) & 0xF;
+        let chunks = &mut dst[Q4K_NIBBLES + 128 * j..][..128];
+        for k in 0..4 {
+            for c in 0..4 {
+                chunks[32 * k + 4 * r + c] = nib(8 * k + c) | nib(8 * k + 4 + c) << 4;
+            }
+        }
+    }
+}
+
+/// The level of row `r` (within the group), column `j` (within the ggml block) of a group
+/// block (signed for Q8_0).
 fn level(ty: GgmlType, gb: &[u8], r: usize, j: usize) -> i32 {
+    let (sub, j) = (j / 32, j % 32);
     let (v, c) = (j / 4, j % 4);
     let i = 4 * r + c;
-    let nib = (gb[nibbles_at(ty) + 32 * (v / 2) + i] >> (4 * (v % 2))) & 0xF;
-    let high = if ty == GgmlType::Q5_0 {
-        ((gb[16 + i] >> v) & 1) << 4
-    } else {
-        0
-    };
-    (nib | high) as i32
+    let nibble = |at: usize| ((gb[at + 32 * (v / 2) + i] >> (4 * (v % 2))) & 0xF) as i32;
+    match ty {
+        GgmlType::Q8_0 => gb[16 + 32 * v + i] as i8 as i32,
+        GgmlType::Q4K => nibble(Q4K_NIBBLES + 128 * sub),
+        GgmlType::Q5_0 => nibble(nibbles_at(ty)) | (((gb[16 + i] >> v) & 1) << 4) as i32,
+        _ => nibble(nibbles_at(ty)),
+    }
 }
 
 /// `bias · Σq` of every 32 columns of every activation row (`[t][block]`): the level offset's
 /// share of each block's integer sum, which the kernels subtract.
+/// Empty for types without a level offset.
 pub(crate) fn act_bias(ty: GgmlType, acts: &QuantizedActs, n: usize, cols: usize) -> Vec<i32> {
     let bias = bias(ty);
+    if bias == 0 {
+        return Vec::new();
+    }
     acts.q[..n * cols]
         .chunks_exact(GROUP)
         .map(|g| bias * g.iter().map(|&v| v as i32).sum::<i32>())
@@ -131,8 +188,9 @@ pub(crate) fn act_bias(ty: GgmlType, acts: &QuantizedActs, n: usize, cols: usize
 }
 
 /// The portable kernel for packed matrices, with the same arithmetic as the AVX2 one: for the
-/// groups in `groups` and every activation row `t < n`, `y[t·rows + row] = Σ_blocks
-/// (Σ level·q − bias·Σq) · (d · scale)`.
+/// groups in `groups` and every activation row `t < n`, per 32 columns (`q` the activation
+/// levels, `xs` their scale), Q4_0/Q5_0/Q8_0 add `(Σ level·q − bias·Σq) · (d · xs)` and Q4_K
+/// adds `Σ level·q · (d·sc · xs) − dmin·m · xs·Σq`.
 pub(crate) fn matmul_scalar(
     w: &WeightMatrix,
     groups: std::ops::Range<usize>,
@@ -141,21 +199,34 @@ pub(crate) fn matmul_scalar(
     n: usize,
     store: impl Fn(usize, usize, f32),
 ) {
-    let blocks = w.cols / GROUP;
-    let gbb = ROWS * w.ty.block_bytes();
+    let (per, gbb) = (w.ty.block_elems(), group_block_bytes(w.ty));
+    let blocks = w.cols / per;
+    let act_groups = w.cols / GROUP;
     for g in groups {
         let group = &w.data[g * blocks * gbb..(g + 1) * blocks * gbb];
         for t in 0..n {
             let mut acc = [0f32; ROWS];
             for (b, gb) in group.chunks_exact(gbb).enumerate() {
-                let x = &acts.q[t * w.cols + b * GROUP..][..GROUP];
-                let xs = acts.scale[t * blocks + b];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let dot: i32 = (0..GROUP)
-                        .map(|j| level(w.ty, gb, r, j) * x[j] as i32)
-                        .sum();
-                    let d = super::blocks::f16_at(gb, 2 * r);
-                    *a = ((dot - xbias[t * blocks + b]) as f32).mul_add(d * xs, *a);
+                for sub in 0..per / GROUP {
+                    let a = t * act_groups + b * per / GROUP + sub;
+                    let x = &acts.q[a * GROUP..][..GROUP];
+                    let xs = acts.scale[a];
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let dot: i32 = (0..GROUP)
+                            .map(|j| level(w.ty, gb, r, GROUP * sub + j) * x[j] as i32)
+                            .sum();
+                        let d = f16_at(gb, 2 * r);
+                        if w.ty == GgmlType::Q4K {
+                            let sc = d * gb[Q4K_SCALES + ROWS * sub + r] as f32;
+                            let m = f16_at(gb, 16 + 2 * r) * gb[Q4K_MINS + ROWS * sub + r] as f32;
+                            let xsum = acts.sum16[2 * a] + acts.sum16[2 * a + 1];
+                            *acc = (dot as f32).mul_add(sc * xs, *acc);
+                            *acc = (-m).mul_add(xsum, *acc);
+                        } else {
+                            let bias = xbias.get(a).copied().unwrap_or(0);
+                            *acc = ((dot - bias) as f32).mul_add(d * xs, *acc);
+                        }
+                    }
                 }
             }
             for (r, &v) in acc.iter().enumerate() {
@@ -176,20 +247,34 @@ mod tests {
     #[test]
     fn packed_levels_dequantize_like_the_rows() {
         let mut rng = Rng::new(7);
-        for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
-            let (rows, cols) = (16, 96);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+        ] {
+            let (rows, cols) = (16, if ty == GgmlType::Q4K { 512 } else { 96 });
             let w = random_matrix(ty, rows, cols, &mut rng);
             let packed = pack(ty, rows, cols, &w.data);
-            assert_eq!(packed.len(), w.data.len());
-            let gbb = ROWS * ty.block_bytes();
+            let gbb = group_block_bytes(ty);
+            let per = ty.block_elems();
+            assert_eq!(packed.len(), rows / ROWS * cols / per * gbb);
             let mut row = vec![0f32; cols];
             for r in 0..rows {
                 dequantize_row(ty, w.row(r), &mut row);
                 for (j, &want) in row.iter().enumerate() {
-                    let (g, b) = (r / ROWS, j / GROUP);
-                    let gb = &packed[(g * cols / GROUP + b) * gbb..][..gbb];
-                    let d = crate::quant::blocks::f16_at(gb, 2 * (r % ROWS));
-                    let got = d * (level(ty, gb, r % ROWS, j % GROUP) - bias(ty)) as f32;
+                    let (g, b, rr) = (r / ROWS, j / per, r % ROWS);
+                    let gb = &packed[(g * cols / per + b) * gbb..][..gbb];
+                    let d = f16_at(gb, 2 * rr);
+                    let level = level(ty, gb, rr, j % per);
+                    let got = if ty == GgmlType::Q4K {
+                        let sub = j % per / GROUP;
+                        let sc = d * gb[Q4K_SCALES + ROWS * sub + rr] as f32;
+                        let m = f16_at(gb, 16 + 2 * rr) * gb[Q4K_MINS + ROWS * sub + rr] as f32;
+                        sc * level as f32 - m
+                    } else {
+                        d * (level - bias(ty)) as f32
+                    };
                     assert_eq!(got, want, "{} row {r} col {j}", ty.name());
                 }
             }
@@ -197,11 +282,13 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_groups_of_q4_0_and_q5_0_pack() {
+    fn only_whole_groups_of_supported_types_pack() {
         assert!(packable(GgmlType::Q5_0, 896));
         assert!(packable(GgmlType::Q4_0, 8));
+        assert!(packable(GgmlType::Q8_0, 151_936));
+        assert!(packable(GgmlType::Q4K, 896));
         assert!(!packable(GgmlType::Q5_0, 12));
         assert!(!packable(GgmlType::Q5_0, 0));
-        assert!(!packable(GgmlType::Q8_0, 896));
+        assert!(!packable(GgmlType::Q6K, 896));
     }
 }

@@ -177,6 +177,14 @@ fn chunk_tails_and_task_boundaries_match_reference() {
     }
 }
 
+/// The types `WeightMatrix::packed` interleaves.
+const PACKABLE: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+];
+
 /// Matrices packed 8 rows per group (`quant::packed`): every ISA's packed kernel against the
 /// reference of the unpacked rows, for one and several groups per task, widths with 1..13
 /// blocks, and batches across the GEMV/GEMM switch and the kernel's 64-row chunks.
@@ -188,8 +196,18 @@ fn packed_matrices_match_reference() {
     if detected_isa() != Isa::Scalar {
         isas.push(detected_isa());
     }
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
-        for (rows, cols) in [(8, 32), (16, 96), (GEMV_ROWS_PER_TASK + 8, 416), (24, 224)] {
+    for ty in PACKABLE {
+        let shapes = if ty.block_elems() == 256 {
+            [
+                (8, 256),
+                (16, 512),
+                (GEMV_ROWS_PER_TASK + 8, 768),
+                (24, 256),
+            ]
+        } else {
+            [(8, 32), (16, 96), (GEMV_ROWS_PER_TASK + 8, 416), (24, 224)]
+        };
+        for (rows, cols) in shapes {
             let w = random_matrix(ty, rows, cols, &mut rng);
             let p = w.packed_unchecked();
             assert!(p.is_packed());
@@ -218,7 +236,7 @@ fn packed_simd_equals_packed_scalar() {
     }
     let mut rng = Rng::new(19);
     let pool = ThreadPool::new(2);
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+    for ty in PACKABLE {
         let p = random_matrix(ty, 32, 768, &mut rng).packed_unchecked();
         for n in [1, 8, 13, 70] {
             let x: Vec<f32> = (0..n * p.cols).map(|_| rng.normal()).collect();

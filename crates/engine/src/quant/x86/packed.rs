@@ -1,13 +1,16 @@
-//! The kernel for weight matrices packed 8 rows per group (`quant::packed`, Q4_0/Q5_0): per
-//! group and 32-column block, the 8 level vectors (4 columns × 8 rows each) are unpacked once
-//! into registers, then every activation row of the batch broadcasts its 4 bytes per vector
-//! (`vpbroadcastd` from memory) into one `maddubs` each. Lane r of the i32 sums is weight row
-//! r's dot product, so the 8 results of a group store as one vector: no horizontal sums for any
-//! batch size, and per activation row and block 8 `maddubs` + 9 integer adds/converts + 2
-//! float ops serve 256 multiply-adds.
+//! The kernels for weight matrices packed 8 rows per group (`quant::packed`: Q4_0, Q5_0, Q8_0,
+//! Q4_K): per group and 32 columns, the 8 level vectors (4 columns × 8 rows each) are unpacked
+//! once into registers, then every activation row of the batch broadcasts its 4 bytes per
+//! vector (`vpbroadcastd` from memory) into one `maddubs` each. Lane r of the i32 sums is
+//! weight row r's dot product, so a group's 8 results store as one vector: no horizontal sums
+//! at any batch size. Per activation row and 32 columns of 8 rows (256 multiply-adds): 8
+//! `maddubs`, 4–16 integer adds, a convert and 2–3 float ops (Q8_0 adds 8 `sign`s and 8
+//! `madd`s: its signed levels need `|w|·sign(x, w)`, whose pairwise sums cannot be added in i16).
 
 use super::super::decoded::{QuantizedActs, GROUP};
-use super::super::packed::{bias, nibbles_at, ROWS};
+use super::super::packed::{
+    group_block_bytes, nibbles_at, Q4K_MINS, Q4K_NIBBLES, Q4K_SCALES, ROWS,
+};
 use super::super::{GgmlType, WeightMatrix};
 use std::arch::x86_64::*;
 
@@ -19,8 +22,8 @@ const CHUNK: usize = 64;
 /// w[8g + r][i] · x[t][i]`.
 ///
 /// # Safety
-/// Requires AVX2, FMA and F16C ([`super::available`]); `w` is packed Q4_0/Q5_0 (its data in
-/// the `quant::packed` layout); `acts` holds `n` rows of `w.cols` and `xbias` their
+/// Requires AVX2, FMA and F16C ([`super::available`]); `w` is packed (its data in the
+/// `quant::packed` layout of its type); `acts` holds `n` rows of `w.cols` and `xbias` their
 /// `packed::act_bias`; `groups` lies within `w.rows / 8`; `y` points at `n × w.rows` floats,
 /// whose elements of these groups nobody else touches during the call.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -32,31 +35,118 @@ pub(crate) unsafe fn matmul_packed(
     n: usize,
     y: *mut f32,
 ) {
-    let blocks = w.cols / GROUP;
+    let act_groups = w.cols / GROUP;
+    let blocks = w.cols / w.ty.block_elems();
     assert!(
-        acts.q.len() >= n * w.cols
-            && acts.scale.len() >= n * blocks
-            && xbias.len() >= n * blocks
+        w.is_packed()
+            && acts.q.len() >= n * w.cols
+            && acts.scale.len() >= n * act_groups
+            && acts.sum16.len() >= 2 * n * act_groups
+            && (xbias.len() >= n * act_groups || matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q4K))
             && groups.end * ROWS <= w.rows
-            && w.data.len() == w.rows * blocks * w.ty.block_bytes(),
+            && w.data.len() == w.rows / ROWS * blocks * group_block_bytes(w.ty),
         "packed matmul shapes"
     );
-    // SAFETY (both arms): forwarded from the caller, shapes asserted above.
+    // SAFETY (all arms): forwarded from the caller, shapes asserted above.
     unsafe {
-        if w.ty == GgmlType::Q5_0 {
-            kernel::<true>(w, groups, acts, xbias, n, y)
-        } else {
-            kernel::<false>(w, groups, acts, xbias, n, y)
+        match w.ty {
+            GgmlType::Q5_0 => q4_q5::<true>(w, groups, acts, xbias, n, y),
+            GgmlType::Q4_0 => q4_q5::<false>(w, groups, acts, xbias, n, y),
+            GgmlType::Q8_0 => q8(w, groups, acts, n, y),
+            _ => q4k(w, groups, acts, n, y),
         }
     }
 }
 
-/// [`matmul_packed`] for Q5_0 (`Q5`) or Q4_0.
+/// The loop the kernels share: for each chunk of activation rows and each group, zeroed
+/// accumulators (one vector of 8 weight rows per activation row), `block(p, b, acc, t0)` for
+/// each of the row's `blocks` group blocks (`p` its bytes), then the accumulators stored.
+///
+/// # Safety
+/// As [`matmul_packed`]; `block` reads only within its group block and rows `t0..t0+acc.len()`.
+#[inline(always)]
+unsafe fn sweep(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    n: usize,
+    y: *mut f32,
+    mut block: impl FnMut(*const u8, usize, &mut [__m256], usize),
+) {
+    let blocks = w.cols / w.ty.block_elems();
+    let gbb = group_block_bytes(w.ty);
+    // SAFETY: an all-zero __m256 is 8 floats of 0.0.
+    let zero: __m256 = unsafe { std::mem::zeroed() };
+    let mut acc = [zero; CHUNK];
+    for t0 in (0..n).step_by(CHUNK) {
+        let nt = CHUNK.min(n - t0);
+        for g in groups.clone() {
+            acc[..nt].fill(zero);
+            for b in 0..blocks {
+                // SAFETY: group g's block b lies in the data (caller contract).
+                let p = unsafe { w.data.as_ptr().add((g * blocks + b) * gbb) };
+                block(p, b, &mut acc[..nt], t0);
+            }
+            for (k, a) in acc.iter().enumerate().take(nt) {
+                // SAFETY: row t0 + k < n and group g's 8 outputs lie in `y` (caller contract).
+                unsafe {
+                    std::ptr::write_unaligned(
+                        y.add((t0 + k) * w.rows + ROWS * g) as *mut __m256,
+                        *a,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Integer sums of 8 level vectors `wv` (unsigned, < 32) with the 32 activation bytes at
+/// `x`: lane r = Σ over the 32 columns of row r. One maddubs i16 lane is at most 2·31·127:
+/// four of them add up below 32768, eight too when `LT16` (levels < 16).
+///
+/// # Safety
+/// Requires AVX2; 32 bytes are readable at `x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unsigned_sums<const LT16: bool>(wv: &[__m256i; 8], x: *const i32) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the 8 dword reads lie in the 32 bytes at x.
+    let m = |v: usize| unsafe {
+        _mm256_maddubs_epi16(wv[v], _mm256_set1_epi32(x.add(v).read_unaligned()))
+    };
+    let lo = _mm256_add_epi16(_mm256_add_epi16(m(0), m(1)), _mm256_add_epi16(m(2), m(3)));
+    let hi = _mm256_add_epi16(_mm256_add_epi16(m(4), m(5)), _mm256_add_epi16(m(6), m(7)));
+    if LT16 {
+        _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones)
+    } else {
+        _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
+    }
+}
+
+/// The 8 nibble vectors of 4 chunks at `p` (chunk k: vector 2k low, 2k + 1 high).
+///
+/// # Safety
+/// Requires AVX2; 128 bytes are readable at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
+    let low4 = _mm256_set1_epi8(0xF);
+    std::array::from_fn(|v| {
+        // SAFETY: chunk v / 2 lies in the 128 bytes at p.
+        let q = unsafe { _mm256_loadu_si256(p.add(32 * (v / 2)) as *const __m256i) };
+        if v % 2 == 0 {
+            _mm256_and_si256(q, low4)
+        } else {
+            _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4)
+        }
+    })
+}
+
+/// Q5_0 (`Q5`) or Q4_0: `(Σ level·q − bias·Σq) · (d · xs)` per block.
 ///
 /// # Safety
 /// As [`matmul_packed`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kernel<const Q5: bool>(
+unsafe fn q4_q5<const Q5: bool>(
     w: &WeightMatrix,
     groups: std::ops::Range<usize>,
     acts: &QuantizedActs,
@@ -64,97 +154,131 @@ unsafe fn kernel<const Q5: bool>(
     n: usize,
     y: *mut f32,
 ) {
-    let cols = w.cols;
-    let blocks = cols / GROUP;
-    let gbb = ROWS * w.ty.block_bytes();
+    let (cols, blocks) = (w.cols, w.cols / GROUP);
     let qs_at = nibbles_at(w.ty);
-    debug_assert_eq!(bias(w.ty), if Q5 { 16 } else { 8 });
-    let ones = _mm256_set1_epi16(1);
-    let low4 = _mm256_set1_epi8(0xF);
     let sixteen = _mm256_set1_epi8(16);
     let (aq, asc, xb) = (acts.q.as_ptr(), acts.scale.as_ptr(), xbias.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); CHUNK];
-    for t0 in (0..n).step_by(CHUNK) {
-        let nt = CHUNK.min(n - t0);
-        for g in groups.clone() {
-            acc[..nt].fill(_mm256_setzero_ps());
-            for b in 0..blocks {
-                // SAFETY: group g's block b lies in the data (asserted by the caller); the
-                // activation reads are row t < n, block b.
-                unsafe {
-                    let p = w.data.as_ptr().add((g * blocks + b) * gbb);
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                    let fifth = if Q5 {
-                        _mm256_loadu_si256(p.add(16) as *const __m256i)
-                    } else {
-                        _mm256_setzero_si256()
-                    };
-                    // Bit v of each fifth-bit byte moved to bit 4 (16-bit shifts never carry
-                    // a bit into bit 4 of the other byte for shifts below 8).
-                    let high = |v: usize| {
-                        let s = match v {
-                            0 => _mm256_slli_epi16::<4>(fifth),
-                            1 => _mm256_slli_epi16::<3>(fifth),
-                            2 => _mm256_slli_epi16::<2>(fifth),
-                            3 => _mm256_slli_epi16::<1>(fifth),
-                            4 => fifth,
-                            5 => _mm256_srli_epi16::<1>(fifth),
-                            6 => _mm256_srli_epi16::<2>(fifth),
-                            _ => _mm256_srli_epi16::<3>(fifth),
-                        };
-                        _mm256_and_si256(s, sixteen)
-                    };
-                    let wv: [__m256i; 8] = std::array::from_fn(|v| {
-                        let q = _mm256_loadu_si256(p.add(qs_at + 32 * (v / 2)) as *const __m256i);
-                        let nib = if v % 2 == 0 {
-                            _mm256_and_si256(q, low4)
-                        } else {
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4)
-                        };
-                        if Q5 {
-                            _mm256_or_si256(nib, high(v))
-                        } else {
-                            nib
-                        }
-                    });
-                    for (k, a) in acc.iter_mut().enumerate().take(nt) {
-                        let t = t0 + k;
-                        let x = aq.add(t * cols + GROUP * b) as *const i32;
-                        let m = |v: usize| {
-                            _mm256_maddubs_epi16(
-                                wv[v],
-                                _mm256_set1_epi32(x.add(v).read_unaligned()),
-                            )
-                        };
-                        // One maddubs i16 lane is at most 2·31·127: four (Q5_0) or eight
-                        // (Q4_0, levels < 16) of them add up below 32768.
-                        let lo = _mm256_add_epi16(
-                            _mm256_add_epi16(m(0), m(1)),
-                            _mm256_add_epi16(m(2), m(3)),
-                        );
-                        let hi = _mm256_add_epi16(
-                            _mm256_add_epi16(m(4), m(5)),
-                            _mm256_add_epi16(m(6), m(7)),
-                        );
-                        let isum = if Q5 {
-                            _mm256_add_epi32(
-                                _mm256_madd_epi16(lo, ones),
-                                _mm256_madd_epi16(hi, ones),
-                            )
-                        } else {
-                            _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones)
-                        };
-                        let i = t * blocks + b;
-                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(*xb.add(i)));
-                        let s = _mm256_mul_ps(d, _mm256_set1_ps(*asc.add(i)));
-                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
-                    }
+    // SAFETY: every read below is in group block p or in activation row t < n, block b.
+    unsafe {
+        sweep(w, groups, n, y, |p, b, acc, t0| {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let mut wv = nibbles(p.add(qs_at));
+            if Q5 {
+                // Bit v of each fifth-bit byte moved to bit 4 (16-bit shifts by less than 8
+                // never carry a bit into bit 4 of the other byte).
+                let f = _mm256_loadu_si256(p.add(16) as *const __m256i);
+                let high = [
+                    _mm256_slli_epi16::<4>(f),
+                    _mm256_slli_epi16::<3>(f),
+                    _mm256_slli_epi16::<2>(f),
+                    _mm256_slli_epi16::<1>(f),
+                    f,
+                    _mm256_srli_epi16::<1>(f),
+                    _mm256_srli_epi16::<2>(f),
+                    _mm256_srli_epi16::<3>(f),
+                ];
+                for (v, h) in wv.iter_mut().zip(high) {
+                    *v = _mm256_or_si256(*v, _mm256_and_si256(h, sixteen));
                 }
             }
-            for (k, a) in acc.iter().enumerate().take(nt) {
-                // SAFETY: row t0 + k < n and group g's 8 outputs lie in `y` (caller contract).
-                unsafe { _mm256_storeu_ps(y.add((t0 + k) * w.rows + ROWS * g), *a) };
+            for (k, a) in acc.iter_mut().enumerate() {
+                let i = (t0 + k) * blocks + b;
+                let x = aq.add(i * GROUP) as *const i32;
+                debug_assert_eq!(i * GROUP, (t0 + k) * cols + GROUP * b);
+                let sums = if Q5 {
+                    unsigned_sums::<false>(&wv, x)
+                } else {
+                    unsigned_sums::<true>(&wv, x)
+                };
+                let isum = _mm256_sub_epi32(sums, _mm256_set1_epi32(*xb.add(i)));
+                let s = _mm256_mul_ps(d, _mm256_set1_ps(*asc.add(i)));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
             }
-        }
+        })
+    }
+}
+
+/// Q8_0: `Σ |w|·sign(q, w) · (d · xs)` per block (|−128| = 128 fits maddubs' unsigned side,
+/// and pairwise sums stay within 2·128·127 < 32768).
+///
+/// # Safety
+/// As [`matmul_packed`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let blocks = w.cols / GROUP;
+    let ones = _mm256_set1_epi16(1);
+    let (aq, asc) = (acts.q.as_ptr(), acts.scale.as_ptr());
+    // SAFETY: every read below is in group block p or in activation row t < n, block b.
+    unsafe {
+        sweep(w, groups, n, y, |p, b, acc, t0| {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let wv: [__m256i; 8] =
+                std::array::from_fn(|v| _mm256_loadu_si256(p.add(16 + 32 * v) as *const __m256i));
+            let wabs = wv.map(|v| _mm256_abs_epi8(v));
+            for (k, a) in acc.iter_mut().enumerate() {
+                let i = (t0 + k) * blocks + b;
+                let x = aq.add(i * GROUP) as *const i32;
+                let m = |v: usize| {
+                    let xb = _mm256_set1_epi32(x.add(v).read_unaligned());
+                    let p = _mm256_maddubs_epi16(wabs[v], _mm256_sign_epi8(xb, wv[v]));
+                    _mm256_madd_epi16(p, ones)
+                };
+                let s01 = _mm256_add_epi32(m(0), m(1));
+                let s23 = _mm256_add_epi32(m(2), m(3));
+                let s45 = _mm256_add_epi32(m(4), m(5));
+                let s67 = _mm256_add_epi32(m(6), m(7));
+                let isum = _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67));
+                let s = _mm256_mul_ps(d, _mm256_set1_ps(*asc.add(i)));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
+            }
+        })
+    }
+}
+
+/// Q4_K: per 32-column sub-block, `Σ level·q · (d·sc · xs) − dmin·m · (xs·Σq)`.
+///
+/// # Safety
+/// As [`matmul_packed`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let act_groups = w.cols / GROUP;
+    let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
+    // SAFETY: every read below is in group block p or in activation row t < n, its 8 groups
+    // of block b.
+    unsafe {
+        sweep(w, groups, n, y, |p, b, acc, t0| {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            let widen = |at: usize| {
+                let bytes = _mm_loadl_epi64(p.add(at) as *const __m128i);
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
+            };
+            for sub in 0..8 {
+                let sc = _mm256_mul_ps(d, widen(Q4K_SCALES + ROWS * sub));
+                let m = _mm256_mul_ps(dmin, widen(Q4K_MINS + ROWS * sub));
+                let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let i = (t0 + k) * act_groups + 8 * b + sub;
+                    let x = aq.add(i * GROUP) as *const i32;
+                    let isum = unsigned_sums::<true>(&wv, x);
+                    let s = _mm256_mul_ps(sc, _mm256_set1_ps(*asc.add(i)));
+                    let xsum = *as16.add(2 * i) + *as16.add(2 * i + 1);
+                    let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
+                    *a = _mm256_fnmadd_ps(m, _mm256_set1_ps(xsum), v);
+                }
+            }
+        })
     }
 }
