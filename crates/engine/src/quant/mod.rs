@@ -265,8 +265,8 @@ impl WeightMatrix {
     }
 
     /// This matrix with its rows interleaved 8 by 8 for the kernels of the detected CPU, when
-    /// they have such a kernel for its type and shape (Q4_0/Q5_0 with whole groups of 8 rows
-    /// on AVX2; see `quant::packed`); else None. A packed matrix serves [`matmul`] only: its
+    /// they have such a kernel for its type and shape (Q4_0/Q5_0/Q8_0/Q4_K/Q6_K with whole
+    /// groups of 8 rows, on AVX2; see `quant::packed`); else None. A packed matrix serves [`matmul`] only: its
     /// rows can no longer be read one by one ([`Self::row`]).
     ///
     /// [`matmul`]: matmul::matmul

@@ -16,6 +16,10 @@
 //!   bytes (`[sub-block][row]`, 64 bytes each: 32 bytes per 8 rows more than ggml's 12-byte
 //!   packing, so that the kernel widens them with one instruction), then per 32-column
 //!   sub-block 4 nibble chunks as for Q4_0. `w = d · sc · level − dmin · m`.
+//! - Q6_K: the 8 rows' `d` (f16), the 16 signed scales per row (`[part of 16][row]`), per
+//!   32-column sub-block 4 chunks of the low nibbles as for Q4_0, then per sub-block 2 chunks
+//!   of the high 2 bits: chunk `h`, bits `2e..2e+2` of byte `4r + c` belong to vector `4h + e`.
+//!   `w = d · sc · (level − 32)`, the scale of column `j` being part `j / 16`'s.
 
 use super::blocks::{f16_at, scale_min_k4};
 use super::decoded::{QuantizedActs, GROUP};
@@ -28,7 +32,7 @@ pub(crate) const ROWS: usize = 8;
 pub(crate) fn packable(ty: GgmlType, rows: usize) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
     ) && rows > 0
         && rows.is_multiple_of(ROWS)
 }
@@ -44,6 +48,10 @@ const Q4K_WIDE: usize = 32;
 pub(crate) const Q4K_SCALES: usize = 32;
 pub(crate) const Q4K_MINS: usize = 96;
 pub(crate) const Q4K_NIBBLES: usize = 160;
+/// Where a packed Q6_K group block's scales, low nibbles and high bit pairs start.
+pub(crate) const Q6K_SCALES: usize = 16;
+pub(crate) const Q6K_NIBBLES: usize = 144;
+pub(crate) const Q6K_HIGH: usize = 1168;
 
 /// The level offset of Q4_0/Q5_0 (`w = d · (level − bias)`); 0 for the others.
 pub(crate) fn bias(ty: GgmlType) -> i32 {
@@ -101,6 +109,7 @@ pub(crate) fn pack(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Vec<u8
                         }
                     }
                     GgmlType::Q4K => pack_q4k_row(dst, r, s),
+                    GgmlType::Q6K => pack_q6k_row(dst, r, s),
                     _ => pack_q4_q5_row(ty, dst, r, s),
                 }
             }
@@ -158,6 +167,38 @@ fn pack_q4k_row(dst: &mut [u8], r: usize, s: &[u8]) {
     }
 }
 
+/// Row `r`'s share of a Q6_K group block from its ggml block `s` (`ql[128]`, `qh[64]`, 16
+/// scales, `d`): column `128h + 32q + l` has its low 4 bits in `ql[64h + 32(q % 2) + l]` (the
+/// high nibble when q ≥ 2) and its 2 high bits at bit `2q` of `qh[32h + l]`.
+fn pack_q6k_row(dst: &mut [u8], r: usize, s: &[u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&s[208..210]);
+    for part in 0..16 {
+        dst[Q6K_SCALES + ROWS * part + r] = s[192 + part];
+    }
+    let (ql, qh) = (&s[..128], &s[128..192]);
+    let bits = |col: usize| {
+        let (h, q, l) = (col / 128, col % 128 / 32, col % 32);
+        (
+            (ql[64 * h + 32 * (q % 2) + l] >> (4 * (q / 2))) & 0xF,
+            (qh[32 * h + l] >> (2 * q)) & 3,
+        )
+    };
+    for sub in 0..8 {
+        let col = |v: usize, c: usize| 32 * sub + 4 * v + c;
+        for c in 0..4 {
+            let i = 4 * r + c;
+            for k in 0..4 {
+                dst[Q6K_NIBBLES + 128 * sub + 32 * k + i] =
+                    bits(col(2 * k, c)).0 | bits(col(2 * k + 1, c)).0 << 4;
+            }
+            for h in 0..2 {
+                dst[Q6K_HIGH + 64 * sub + 32 * h + i] =
+                    (0..4).fold(0, |m, e| m | bits(col(4 * h + e, c)).1 << (2 * e));
+            }
+        }
+    }
+}
+
 /// The level of row `r` (within the group), column `j` (within the ggml block) of a group
 /// block (signed for Q8_0).
 fn level(ty: GgmlType, gb: &[u8], r: usize, j: usize) -> i32 {
@@ -168,6 +209,10 @@ fn level(ty: GgmlType, gb: &[u8], r: usize, j: usize) -> i32 {
     match ty {
         GgmlType::Q8_0 => gb[16 + 32 * v + i] as i8 as i32,
         GgmlType::Q4K => nibble(Q4K_NIBBLES + 128 * sub),
+        GgmlType::Q6K => {
+            let pair = (gb[Q6K_HIGH + 64 * sub + 32 * (v / 4) + i] >> (2 * (v % 4))) & 3;
+            nibble(Q6K_NIBBLES + 128 * sub) | (pair as i32) << 4
+        }
         GgmlType::Q5_0 => nibble(nibbles_at(ty)) | (((gb[16 + i] >> v) & 1) << 4) as i32,
         _ => nibble(nibbles_at(ty)),
     }
@@ -216,7 +261,18 @@ pub(crate) fn matmul_scalar(
                             .map(|j| level(w.ty, gb, r, GROUP * sub + j) * x[j] as i32)
                             .sum();
                         let d = f16_at(gb, 2 * r);
-                        if w.ty == GgmlType::Q4K {
+                        if w.ty == GgmlType::Q6K {
+                            // Two parts of 16 columns, each with its own scale.
+                            for half in 0..2 {
+                                let part = 2 * sub + half;
+                                let dot: i32 = (16 * half..16 * half + 16)
+                                    .map(|j| level(w.ty, gb, r, GROUP * sub + j) * x[j] as i32)
+                                    .sum();
+                                let sc = d * gb[Q6K_SCALES + ROWS * part + r] as i8 as f32;
+                                *acc = (dot as f32).mul_add(sc * xs, *acc);
+                                *acc = (-32.0 * sc).mul_add(acts.sum16[2 * a + half], *acc);
+                            }
+                        } else if w.ty == GgmlType::Q4K {
                             let sc = d * gb[Q4K_SCALES + ROWS * sub + r] as f32;
                             let m = f16_at(gb, 16 + 2 * r) * gb[Q4K_MINS + ROWS * sub + r] as f32;
                             let xsum = acts.sum16[2 * a] + acts.sum16[2 * a + 1];
@@ -267,7 +323,10 @@ mod tests {
                     let gb = &packed[(g * cols / per + b) * gbb..][..gbb];
                     let d = f16_at(gb, 2 * rr);
                     let level = level(ty, gb, rr, j % per);
-                    let got = if ty == GgmlType::Q4K {
+                    let got = if ty == GgmlType::Q6K {
+                        let sc = gb[Q6K_SCALES + ROWS * (j % per / 16) + rr] as i8 as f32;
+                        d * sc * (level - 32) as f32
+                    } else if ty == GgmlType::Q4K {
                         let sub = j % per / GROUP;
                         let sc = d * gb[Q4K_SCALES + ROWS * sub + rr] as f32;
                         let m = f16_at(gb, 16 + 2 * rr) * gb[Q4K_MINS + ROWS * sub + rr] as f32;
@@ -289,6 +348,7 @@ mod tests {
         assert!(packable(GgmlType::Q4K, 896));
         assert!(!packable(GgmlType::Q5_0, 12));
         assert!(!packable(GgmlType::Q5_0, 0));
-        assert!(!packable(GgmlType::Q6K, 896));
+        assert!(packable(GgmlType::Q6K, 896));
+        assert!(!packable(GgmlType::Q5K, 896));
     }
 }

@@ -178,11 +178,12 @@ fn chunk_tails_and_task_boundaries_match_reference() {
 }
 
 /// The types `WeightMatrix::packed` interleaves.
-const PACKABLE: [GgmlType; 4] = [
+const PACKABLE: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4K,
+    GgmlType::Q6K,
 ];
 
 /// Matrices packed 8 rows per group (`quant::packed`): every ISA's packed kernel against the

@@ -9,7 +9,8 @@
 
 use super::super::decoded::{QuantizedActs, GROUP};
 use super::super::packed::{
-    group_block_bytes, nibbles_at, Q4K_MINS, Q4K_NIBBLES, Q4K_SCALES, ROWS,
+    group_block_bytes, nibbles_at, Q4K_MINS, Q4K_NIBBLES, Q4K_SCALES, Q6K_HIGH, Q6K_NIBBLES,
+    Q6K_SCALES, ROWS,
 };
 use super::super::{GgmlType, WeightMatrix};
 use std::arch::x86_64::*;
@@ -42,7 +43,8 @@ pub(crate) unsafe fn matmul_packed(
             && acts.q.len() >= n * w.cols
             && acts.scale.len() >= n * act_groups
             && acts.sum16.len() >= 2 * n * act_groups
-            && (xbias.len() >= n * act_groups || matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q4K))
+            && (xbias.len() >= n * act_groups
+                || matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K))
             && groups.end * ROWS <= w.rows
             && w.data.len() == w.rows / ROWS * blocks * group_block_bytes(w.ty),
         "packed matmul shapes"
@@ -53,6 +55,7 @@ pub(crate) unsafe fn matmul_packed(
             GgmlType::Q5_0 => q4_q5::<true>(w, groups, acts, xbias, n, y),
             GgmlType::Q4_0 => q4_q5::<false>(w, groups, acts, xbias, n, y),
             GgmlType::Q8_0 => q8(w, groups, acts, n, y),
+            GgmlType::Q6K => q6k(w, groups, acts, n, y),
             _ => q4k(w, groups, acts, n, y),
         }
     }
@@ -277,6 +280,81 @@ unsafe fn q4k(
                     let xsum = *as16.add(2 * i) + *as16.add(2 * i + 1);
                     let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
                     *a = _mm256_fnmadd_ps(m, _mm256_set1_ps(xsum), v);
+                }
+            }
+        })
+    }
+}
+
+/// Q6_K: per 16-column part, `Σ level·q · (d·sc · xs) − 32·d·sc · (xs·Σq)`.
+///
+/// # Safety
+/// As [`matmul_packed`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let act_groups = w.cols / GROUP;
+    let ones = _mm256_set1_epi16(1);
+    let pair = _mm256_set1_epi8(0x30);
+    let minus32 = _mm256_set1_ps(-32.0);
+    let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
+    // SAFETY: every read below is in group block p or in activation row t < n, its 8 groups
+    // of block b.
+    unsafe {
+        sweep(w, groups, n, y, |p, b, acc, t0| {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let scale = |part: usize| {
+                let bytes = _mm_loadl_epi64(p.add(Q6K_SCALES + ROWS * part) as *const __m128i);
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
+            };
+            for sub in 0..8 {
+                let (sc_lo, sc_hi) = (scale(2 * sub), scale(2 * sub + 1));
+                let (off_lo, off_hi) =
+                    (_mm256_mul_ps(minus32, sc_lo), _mm256_mul_ps(minus32, sc_hi));
+                let mut wv = nibbles(p.add(Q6K_NIBBLES + 128 * sub));
+                let high = |h: usize| {
+                    _mm256_loadu_si256(p.add(Q6K_HIGH + 64 * sub + 32 * h) as *const __m256i)
+                };
+                let (h0, h1) = (high(0), high(1));
+                // Bits 2e..2e+2 of chunk h moved to bits 4..6 (16-bit shifts by less than 8
+                // never carry into bits 4..6 of the other byte).
+                let pairs = [
+                    _mm256_slli_epi16::<4>(h0),
+                    _mm256_slli_epi16::<2>(h0),
+                    h0,
+                    _mm256_srli_epi16::<2>(h0),
+                    _mm256_slli_epi16::<4>(h1),
+                    _mm256_slli_epi16::<2>(h1),
+                    h1,
+                    _mm256_srli_epi16::<2>(h1),
+                ];
+                for (v, h) in wv.iter_mut().zip(pairs) {
+                    *v = _mm256_or_si256(*v, _mm256_and_si256(h, pair));
+                }
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let i = (t0 + k) * act_groups + 8 * b + sub;
+                    let x = aq.add(i * GROUP) as *const i32;
+                    let m = |v: usize| {
+                        _mm256_maddubs_epi16(wv[v], _mm256_set1_epi32(x.add(v).read_unaligned()))
+                    };
+                    // Levels < 64: two maddubs i16 lanes add up below 2·2·63·127 < 32768.
+                    let half = |v: usize| {
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(_mm256_add_epi16(m(v), m(v + 1)), ones),
+                            _mm256_madd_epi16(_mm256_add_epi16(m(v + 2), m(v + 3)), ones),
+                        )
+                    };
+                    let xs = _mm256_set1_ps(*asc.add(i));
+                    let mut v = *a;
+                    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(0)), _mm256_mul_ps(sc_lo, xs), v);
+                    v = _mm256_fmadd_ps(off_lo, _mm256_set1_ps(*as16.add(2 * i)), v);
+                    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(4)), _mm256_mul_ps(sc_hi, xs), v);
+                    *a = _mm256_fmadd_ps(off_hi, _mm256_set1_ps(*as16.add(2 * i + 1)), v);
                 }
             }
         })
