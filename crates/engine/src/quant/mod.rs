@@ -282,7 +282,8 @@ impl WeightMatrix {
 
     /// The packed copy, whatever the CPU (tests run the portable packed kernel too).
     pub(crate) fn packed_unchecked(&self) -> WeightMatrix {
-        let data = packed::pack(self.ty, self.rows, self.cols, &self.data);
+        let mut data = vec![0u8; packed::packed_len(self.ty, self.rows, self.cols)];
+        packed::pack_into(self.ty, self.rows, self.cols, &self.data, &mut data);
         Self {
             ty: self.ty,
             rows: self.rows,

@@ -86,40 +86,65 @@ pub(crate) fn nibbles_at(ty: GgmlType) -> usize {
     }
 }
 
-/// Repacks `rows` ggml rows of `cols` elements of `ty` (see [`packable`]) into the layout above.
-pub(crate) fn pack(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Vec<u8> {
+/// Bytes of a packed `rows × cols` matrix of `ty`.
+pub(crate) fn packed_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
+    rows / ROWS * (cols / ty.block_elems()) * group_block_bytes(ty)
+}
+
+/// Repacks `rows` ggml rows of `cols` elements of `ty` (see [`packable`]) into `out`
+/// ([`packed_len`] bytes, every one of them written), moving the level vectors of Q4_0, Q5_0
+/// and Q8_0 with AVX2 where the CPU has it.
+pub(crate) fn pack_into(ty: GgmlType, rows: usize, cols: usize, src: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    let simd = super::x86::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    pack_with(simd, ty, rows, cols, src, out)
+}
+
+/// [`pack_into`], with the AVX2 level moves when `simd` (which the CPU must then have).
+fn pack_with(simd: bool, ty: GgmlType, rows: usize, cols: usize, src: &[u8], out: &mut [u8]) {
     let bb = ty.block_bytes();
     let blocks = cols / ty.block_elems();
     let row_bytes = blocks * bb;
     assert!(
-        packable(ty, rows) && src.len() == rows * row_bytes,
+        packable(ty, rows)
+            && src.len() == rows * row_bytes
+            && out.len() == packed_len(ty, rows, cols),
         "pack shape"
     );
+    let simd = simd && matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0);
     let gbb = group_block_bytes(ty);
-    let mut out = vec![0u8; rows / ROWS * blocks * gbb];
     for (gi, group) in out.chunks_exact_mut(blocks * gbb).enumerate() {
         for (b, dst) in group.chunks_exact_mut(gbb).enumerate() {
+            let block = |r: usize| &src[(ROWS * gi + r) * row_bytes + b * bb..][..bb];
             for r in 0..ROWS {
-                let s = &src[(ROWS * gi + r) * row_bytes + b * bb..][..bb];
+                let s = block(r);
                 match ty {
                     GgmlType::Q8_0 => {
                         dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
-                        for v in 0..8 {
+                        for v in (0..8).filter(|_| !simd) {
                             dst[16 + 32 * v + 4 * r..][..4].copy_from_slice(&s[2 + 4 * v..][..4]);
                         }
                     }
                     GgmlType::Q4K => pack_q4k_row(dst, r, s),
                     GgmlType::Q6K => pack_q6k_row(dst, r, s),
-                    _ => pack_q4_q5_row(ty, dst, r, s),
+                    _ => pack_q4_q5_row(ty, dst, r, s, !simd),
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` implies the CPU has AVX2; the 8 blocks and `dst` are whole
+                // ggml and group blocks of `ty`.
+                unsafe { super::x86::packed::pack_levels(ty, std::array::from_fn(block), dst) };
             }
         }
     }
-    out
 }
 
-/// Row `r`'s share of a Q4_0/Q5_0 group block from its ggml block `s`.
-fn pack_q4_q5_row(ty: GgmlType, dst: &mut [u8], r: usize, s: &[u8]) {
+/// Row `r`'s share of a Q4_0/Q5_0 group block from its ggml block `s` (the nibbles only when
+/// `nibbles`).
+fn pack_q4_q5_row(ty: GgmlType, dst: &mut [u8], r: usize, s: &[u8], nibbles: bool) {
     dst[2 * r..2 * r + 2].copy_from_slice(&s[..2]);
     let (qh, qs) = if ty == GgmlType::Q5_0 {
         (u32::from_le_bytes([s[2], s[3], s[4], s[5]]), &s[6..22])
@@ -132,7 +157,7 @@ fn pack_q4_q5_row(ty: GgmlType, dst: &mut [u8], r: usize, s: &[u8]) {
         |m: usize| u32::from_le_bytes([qs[4 * m], qs[4 * m + 1], qs[4 * m + 2], qs[4 * m + 3]]);
     let vector = |v: usize| (word(v % 4) >> (4 * (v / 4))) & 0x0F0F_0F0F;
     let at = nibbles_at(ty);
-    for k in 0..4 {
+    for k in (0..4).filter(|_| nibbles) {
         let bytes = vector(2 * k) | vector(2 * k + 1) << 4;
         dst[at + 32 * k + 4 * r..][..4].copy_from_slice(&bytes.to_le_bytes());
     }
@@ -311,7 +336,8 @@ mod tests {
         ] {
             let (rows, cols) = (16, if ty == GgmlType::Q4K { 512 } else { 96 });
             let w = random_matrix(ty, rows, cols, &mut rng);
-            let packed = pack(ty, rows, cols, &w.data);
+            let mut packed = vec![0u8; packed_len(ty, rows, cols)];
+            pack_into(ty, rows, cols, &w.data, &mut packed);
             let gbb = group_block_bytes(ty);
             let per = ty.block_elems();
             assert_eq!(packed.len(), rows / ROWS * cols / per * gbb);
@@ -336,6 +362,24 @@ mod tests {
                     };
                     assert_eq!(got, want, "{} row {r} col {j}", ty.name());
                 }
+            }
+        }
+    }
+
+    /// The AVX2 level moves write the same bytes as the scalar packer.
+    #[test]
+    fn simd_packing_equals_scalar() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::quant::x86::available() {
+            let mut rng = Rng::new(8);
+            for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+                let (rows, cols) = (24, 96);
+                let w = random_matrix(ty, rows, cols, &mut rng);
+                let mut a = vec![0u8; packed_len(ty, rows, cols)];
+                let mut b = vec![1u8; a.len()];
+                pack_with(false, ty, rows, cols, &w.data, &mut a);
+                pack_with(true, ty, rows, cols, &w.data, &mut b);
+                assert!(a == b, "{}", ty.name());
             }
         }
     }

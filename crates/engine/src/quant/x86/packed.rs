@@ -360,3 +360,90 @@ unsafe fn q6k(
         })
     }
 }
+
+/// Moves the levels of 8 rows' ggml blocks (Q4_0/Q5_0 nibbles, Q8_0 bytes) into their packed
+/// group block `dst`: an 8 × 8 (Q8_0) or 8 × 4 (nibbles) transpose of 32-bit words, then for
+/// nibbles the regrouping into chunks (chunk k: vectors 2k and 2k + 1, vector v being nibble
+/// half v / 4 of word v % 4). Scales and fifth bits are the scalar packer's.
+///
+/// # Safety
+/// Requires AVX2; each block is one ggml block of `ty` (Q4_0, Q5_0 or Q8_0) and `dst` one
+/// packed group block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn pack_levels(ty: GgmlType, blocks: [&[u8]; 8], dst: &mut [u8]) {
+    assert!(
+        blocks.iter().all(|b| b.len() == ty.block_bytes()) && dst.len() == group_block_bytes(ty),
+        "pack_levels shapes"
+    );
+    let out = dst.as_mut_ptr();
+    // SAFETY (all loads and stores): within the blocks and `dst`, whose sizes are asserted.
+    unsafe {
+        if ty == GgmlType::Q8_0 {
+            let r: [__m256i; 8] = std::array::from_fn(|i| {
+                _mm256_loadu_si256(blocks[i].as_ptr().add(2) as *const __m256i)
+            });
+            let t: [__m256i; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_epi32(a, b)
+                } else {
+                    _mm256_unpackhi_epi32(a, b)
+                }
+            });
+            // u[4h + j]: word j (lane 0) and j + 4 (lane 1) of rows 4h..4h+4.
+            let u: [__m256i; 8] = std::array::from_fn(|i| {
+                let (h, j) = (i / 4, i % 4);
+                let (a, b) = (t[4 * h + j / 2], t[4 * h + 2 + j / 2]);
+                if j % 2 == 0 {
+                    _mm256_unpacklo_epi64(a, b)
+                } else {
+                    _mm256_unpackhi_epi64(a, b)
+                }
+            });
+            for j in 0..4 {
+                let lo = _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]);
+                let hi = _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]);
+                _mm256_storeu_si256(out.add(16 + 32 * j) as *mut __m256i, lo);
+                _mm256_storeu_si256(out.add(16 + 32 * (j + 4)) as *mut __m256i, hi);
+            }
+            return;
+        }
+        let qs_at = if ty == GgmlType::Q5_0 { 6 } else { 2 };
+        // Rows r and r + 4 side by side, then a 4 × 4 word transpose per lane: w[m] holds word
+        // m of rows 0..8 in order.
+        let pair: [__m256i; 4] = std::array::from_fn(|r| {
+            let lo = _mm_loadu_si128(blocks[r].as_ptr().add(qs_at) as *const __m128i);
+            let hi = _mm_loadu_si128(blocks[r + 4].as_ptr().add(qs_at) as *const __m128i);
+            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+        });
+        let t0 = _mm256_unpacklo_epi32(pair[0], pair[1]);
+        let t1 = _mm256_unpackhi_epi32(pair[0], pair[1]);
+        let t2 = _mm256_unpacklo_epi32(pair[2], pair[3]);
+        let t3 = _mm256_unpackhi_epi32(pair[2], pair[3]);
+        let w = [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ];
+        let low4 = _mm256_set1_epi8(0xF);
+        let high4 = _mm256_set1_epi8(0xF0u8 as i8);
+        let low = |v: __m256i| _mm256_and_si256(v, low4);
+        let chunks = [
+            _mm256_or_si256(low(w[0]), _mm256_slli_epi16::<4>(low(w[1]))),
+            _mm256_or_si256(low(w[2]), _mm256_slli_epi16::<4>(low(w[3]))),
+            _mm256_or_si256(
+                low(_mm256_srli_epi16::<4>(w[0])),
+                _mm256_and_si256(w[1], high4),
+            ),
+            _mm256_or_si256(
+                low(_mm256_srli_epi16::<4>(w[2])),
+                _mm256_and_si256(w[3], high4),
+            ),
+        ];
+        let at = nibbles_at(ty);
+        for (k, c) in chunks.into_iter().enumerate() {
+            _mm256_storeu_si256(out.add(at + 32 * k) as *mut __m256i, c);
+        }
+    }
+}
