@@ -301,6 +301,25 @@ fn q8_0_level_minus_128_matches_reference() {
     for n in [1, 8, 9] {
         check(detected_isa(), &pool, &w, n, &mut rng);
     }
+    // The packed kernel multiplies |w| (128 fits its unsigned side) by sign(x, w).
+    let data = w.data.to_vec();
+    let w = WeightMatrix::new(
+        GgmlType::Q8_0,
+        8,
+        96,
+        TensorBytes::from(data[..8 * 102].to_vec()),
+    )
+    .unwrap();
+    assert!(w.has_level_minus_128());
+    let p = w.packed_unchecked();
+    for isa in [Isa::Scalar, detected_isa()] {
+        for n in [1, 8, 9] {
+            let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();
+            let mut y = vec![f32::NAN; n * w.rows];
+            matmul_with(isa, None, &pool, &p, &x, n, &mut y);
+            assert_reference(&w, &x, &y, n, &format!("{isa:?} packed -128"));
+        }
+    }
 }
 
 #[test]
