@@ -153,9 +153,7 @@ fn pack_q4_q5_row(ty: GgmlType, dst: &mut [u8], r: usize, s: &[u8], nibbles: boo
     };
     // Row r's 4 bytes of chunk k: nibbles of columns 8k..8k+4 (vector 2k) low, 8k+4..8k+8
     // (2k+1) high. Vector v's nibbles are the low (v < 4) or high nibbles of qs[4(v % 4)..][..4].
-    let word =
-        |m: usize| u32::from_le_bytes([qs[4 * m], qs[4 * m + 1], qs[4 * m + 2], qs[4 * m + 3]]);
-    let vector = |v: usize| (word(v % 4) >> (4 * (v / 4))) & 0x0F0F_0F0F;
+    let vector = |v: usize| (word(qs, v % 4) >> (4 * (v / 4))) & 0x0F0F_0F0F;
     let at = nibbles_at(ty);
     for k in (0..4).filter(|_| nibbles) {
         let bytes = vector(2 * k) | vector(2 * k + 1) << 4;
@@ -181,14 +179,29 @@ fn pack_q4k_row(dst: &mut [u8], r: usize, s: &[u8]) {
         let (sc, m) = scale_min_k4(j, &s[4..16]);
         dst[Q4K_SCALES + ROWS * j + r] = sc;
         dst[Q4K_MINS + ROWS * j + r] = m;
-        let qs = &s[16 + 32 * (j / 2)..][..32];
-        let nib = |col: usize| (qs[col] >> (4 * (j % 2))) & 0xF;
-        let chunks = &mut dst[Q4K_NIBBLES + 128 * j..][..128];
-        for k in 0..4 {
-            for c in 0..4 {
-                chunks[32 * k + 4 * r + c] = nib(8 * k + c) | nib(8 * k + 4 + c) << 4;
-            }
-        }
+        // Sub-block j's nibbles: qs[32(j / 2)..][..32] shifted by 4(j % 2).
+        put_nibble_chunks(
+            &mut dst[Q4K_NIBBLES + 128 * j..][..128],
+            r,
+            &s[16 + 32 * (j / 2)..][..32],
+            4 * (j % 2),
+        );
+    }
+}
+
+/// Word `m` (bytes `4m..4m+4`) of `b`, little-endian.
+fn word(b: &[u8], m: usize) -> u32 {
+    u32::from_le_bytes([b[4 * m], b[4 * m + 1], b[4 * m + 2], b[4 * m + 3]])
+}
+
+/// Row `r`'s 4 bytes of each of the 4 nibble chunks of a 32-column sub-block whose column `l`
+/// is the nibble `(bytes[l] >> shift) & 0xF` (chunk k: vector 2k low, 2k + 1 high; vector v is
+/// word v of `bytes`).
+fn put_nibble_chunks(chunks: &mut [u8], r: usize, bytes: &[u8], shift: usize) {
+    let vector = |v: usize| (word(bytes, v) >> shift) & 0x0F0F_0F0F;
+    for k in 0..4 {
+        let packed = vector(2 * k) | vector(2 * k + 1) << 4;
+        chunks[32 * k + 4 * r..][..4].copy_from_slice(&packed.to_le_bytes());
     }
 }
 
@@ -201,25 +214,24 @@ fn pack_q6k_row(dst: &mut [u8], r: usize, s: &[u8]) {
         dst[Q6K_SCALES + ROWS * part + r] = s[192 + part];
     }
     let (ql, qh) = (&s[..128], &s[128..192]);
-    let bits = |col: usize| {
-        let (h, q, l) = (col / 128, col % 128 / 32, col % 32);
-        (
-            (ql[64 * h + 32 * (q % 2) + l] >> (4 * (q / 2))) & 0xF,
-            (qh[32 * h + l] >> (2 * q)) & 3,
-        )
-    };
     for sub in 0..8 {
-        let col = |v: usize, c: usize| 32 * sub + 4 * v + c;
-        for c in 0..4 {
-            let i = 4 * r + c;
-            for k in 0..4 {
-                dst[Q6K_NIBBLES + 128 * sub + 32 * k + i] =
-                    bits(col(2 * k, c)).0 | bits(col(2 * k + 1, c)).0 << 4;
-            }
-            for h in 0..2 {
-                dst[Q6K_HIGH + 64 * sub + 32 * h + i] =
-                    (0..4).fold(0, |m, e| m | bits(col(4 * h + e, c)).1 << (2 * e));
-            }
+        // Sub-block (h, q): low nibbles ql[64h + 32(q % 2)..][..32] >> 4(q / 2), high pairs
+        // qh[32h..][..32] >> 2q.
+        let (h, q) = (sub / 4, sub % 4);
+        let low = &ql[64 * h + 32 * (q % 2)..][..32];
+        put_nibble_chunks(
+            &mut dst[Q6K_NIBBLES + 128 * sub..][..128],
+            r,
+            low,
+            4 * (q / 2),
+        );
+        let high = &qh[32 * h..][..32];
+        for hh in 0..2 {
+            let packed = (0..4).fold(0u32, |m, e| {
+                m | ((word(high, 4 * hh + e) >> (2 * q)) & 0x0303_0303) << (2 * e)
+            });
+            dst[Q6K_HIGH + 64 * sub + 32 * hh + 4 * r..][..4]
+                .copy_from_slice(&packed.to_le_bytes());
         }
     }
 }
