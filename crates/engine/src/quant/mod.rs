@@ -266,8 +266,8 @@ impl WeightMatrix {
 
     /// This matrix with its rows interleaved 8 by 8 for the kernels of the detected CPU, when
     /// they have such a kernel for its type and shape (Q4_0/Q5_0/Q8_0/Q4_K/Q6_K with whole
-    /// groups of 8 rows, on AVX2; see `quant::packed`); else None. A packed matrix serves [`matmul`] only: its
-    /// rows can no longer be read one by one ([`Self::row`]).
+    /// groups of 8 rows, on AVX2; see `quant::packed`); else None. A packed matrix serves
+    /// [`matmul`] only: its rows can no longer be read one by one ([`Self::row`]).
     ///
     /// [`matmul`]: matmul::matmul
     pub fn packed(&self) -> Option<WeightMatrix> {
@@ -316,8 +316,9 @@ impl WeightMatrix {
         })
     }
 
-    /// Bytes of one row.
+    /// Bytes of one row (of the ggml layout: panics on a packed matrix, see [`Self::row`]).
     pub fn row_bytes(&self) -> usize {
+        assert!(!self.packed, "row access on a packed weight matrix");
         self.data.len() / self.rows.max(1)
     }
 

@@ -5,7 +5,7 @@
 //! unpacked once per call and used for every activation row of the batch.
 //!
 //! The bytes are ggml's, reordered: per group of [`ROWS`] rows, per ggml block (32 columns, 256
-//! for Q4_K), [`group_block_bytes`] bytes. Every 32 columns of 8 rows are 8 "vectors" of 32
+//! for Q4_K and Q6_K), [`group_block_bytes`] bytes. Every 32 columns of 8 rows are 8 "vectors" of 32
 //! bytes, vector `v` holding columns `4v..4v+4` at byte `4r + c` (row `r`, column `4v + c`).
 //! - Q4_0 / Q5_0: `[0, 16)` the 8 rows' f16 scales; Q5_0 only, `[16, 48)` the fifth bits (byte
 //!   `4r + c`, bit `v` = the fifth bit of row `r`, column `4v + c`); then 4 chunks of 32 bytes:
@@ -256,8 +256,8 @@ fn level(ty: GgmlType, gb: &[u8], r: usize, j: usize) -> i32 {
 }
 
 /// `bias · Σq` of every 32 columns of every activation row (`[t][block]`): the level offset's
-/// share of each block's integer sum, which the kernels subtract.
-/// Empty for types without a level offset.
+/// share of each block's integer sum, which the kernels subtract. Empty for types without a
+/// level offset.
 pub(crate) fn act_bias(ty: GgmlType, acts: &QuantizedActs, n: usize, cols: usize) -> Vec<i32> {
     let bias = bias(ty);
     if bias == 0 {
@@ -271,8 +271,9 @@ pub(crate) fn act_bias(ty: GgmlType, acts: &QuantizedActs, n: usize, cols: usize
 
 /// The portable kernel for packed matrices, with the same arithmetic as the AVX2 one: for the
 /// groups in `groups` and every activation row `t < n`, per 32 columns (`q` the activation
-/// levels, `xs` their scale), Q4_0/Q5_0/Q8_0 add `(Σ level·q − bias·Σq) · (d · xs)` and Q4_K
-/// adds `Σ level·q · (d·sc · xs) − dmin·m · xs·Σq`.
+/// levels, `xs` their scale), Q4_0/Q5_0/Q8_0 add `(Σ level·q − bias·Σq) · (d · xs)`, Q4_K
+/// adds `Σ level·q · (d·sc · xs) − dmin·m · xs·Σq`, and Q6_K, per 16 columns,
+/// `Σ level·q · (d·sc · xs) − 32·d·sc · xs·Σq`.
 pub(crate) fn matmul_scalar(
     w: &WeightMatrix,
     groups: std::ops::Range<usize>,
