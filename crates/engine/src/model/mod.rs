@@ -164,8 +164,8 @@ impl Model {
     /// Replaces every weight matrix that the kernels of this CPU multiply faster with its rows
     /// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores, and lets the
     /// file pages it was read from go (so resident memory stays about one copy of the
-    /// weights). The embedding table keeps its rows (tokens look them up), and so does a tied
-    /// output matrix.
+    /// weights). An embedding table is packed only when it is also the output matrix (tied):
+    /// tokens then look their rows up in the packed layout.
     fn pack_matrices(&mut self, output_tied: bool) {
         let mut todo: Vec<&mut WeightMatrix> = self
             .layers
@@ -182,9 +182,11 @@ impl Model {
                 ]
             })
             .collect();
-        if !output_tied {
-            todo.push(&mut self.output);
-        }
+        todo.push(if output_tied {
+            &mut self.embed
+        } else {
+            &mut self.output
+        });
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queue = std::sync::Mutex::new(todo);
         std::thread::scope(|scope| {
@@ -198,6 +200,9 @@ impl Model {
                 });
             }
         });
+        if output_tied {
+            self.output = self.embed.clone();
+        }
     }
 
     /// Runs one step and returns the logits of `batch.logit_tokens`, one row of `vocab_size`
@@ -227,7 +232,7 @@ impl Model {
                 )));
             }
             let row = &mut scratch.x[i * d..(i + 1) * d];
-            dequantize_row(self.embed.ty, self.embed.row(tok as usize), row);
+            self.embed.dequantize_row_into(tok as usize, row);
             if c.embed_scale != 1.0 {
                 row.iter_mut().for_each(|v| *v *= c.embed_scale);
             }

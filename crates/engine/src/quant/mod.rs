@@ -267,7 +267,7 @@ impl WeightMatrix {
     /// This matrix with its rows interleaved 8 by 8 for the kernels of the detected CPU, when
     /// they have such a kernel for its type and shape (Q4_0/Q5_0/Q8_0/Q4_K/Q6_K with whole
     /// groups of 8 rows, on AVX2; see `quant::packed`); else None. A packed matrix serves
-    /// [`matmul`] only: its rows can no longer be read one by one ([`Self::row`]).
+    /// [`matmul`] and [`Self::dequantize_row_into`]; its raw rows ([`Self::row`]) are gone.
     ///
     /// [`matmul`]: matmul::matmul
     pub fn packed(&self) -> Option<WeightMatrix> {
@@ -322,16 +322,20 @@ impl WeightMatrix {
         self.data.len() / self.rows.max(1)
     }
 
-    /// The raw bytes of row `r`. Panics on a packed matrix (an internal misuse: the model
-    /// packs only matrices it multiplies, never the embedding table).
+    /// The raw bytes of row `r`. Panics on a packed matrix (an internal misuse: row lookups of
+    /// a packed embedding table go through [`Self::dequantize_row_into`]).
     pub fn row(&self, r: usize) -> &[u8] {
         assert!(!self.packed, "row access on a packed weight matrix");
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
     }
 
-    /// Dequantizes row `r` into `out` (len `cols`).
+    /// Dequantizes row `r` into `out` (len `cols`), from either layout.
     pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) {
-        blocks::dequantize_row(self.ty, self.row(r), out)
+        if self.packed {
+            packed::dequantize_row(self, r, out)
+        } else {
+            blocks::dequantize_row(self.ty, self.row(r), out)
+        }
     }
 }

@@ -255,6 +255,36 @@ fn level(ty: GgmlType, gb: &[u8], r: usize, j: usize) -> i32 {
     }
 }
 
+/// Row `r` of a packed matrix as f32, with ggml's arithmetic (equal to `dequantize_row` of the
+/// unpacked row): for tied embeddings, whose table is packed for the output projection and
+/// still looked up by token.
+pub(crate) fn dequantize_row(w: &WeightMatrix, r: usize, out: &mut [f32]) {
+    let (per, gbb) = (w.ty.block_elems(), group_block_bytes(w.ty));
+    let blocks = w.cols / per;
+    let (g, rr) = (r / ROWS, r % ROWS);
+    assert!(r < w.rows && out.len() == w.cols, "packed row shape");
+    let group = &w.data[g * blocks * gbb..(g + 1) * blocks * gbb];
+    for (gb, out) in group.chunks_exact(gbb).zip(out.chunks_exact_mut(per)) {
+        let d = f16_at(gb, 2 * rr);
+        for (j, o) in out.iter_mut().enumerate() {
+            let level = level(w.ty, gb, rr, j);
+            *o = match w.ty {
+                GgmlType::Q6K => {
+                    let sc = gb[Q6K_SCALES + ROWS * (j / 16) + rr] as i8 as f32;
+                    d * sc * (level - 32) as f32
+                }
+                GgmlType::Q4K => {
+                    let sub = j / GROUP;
+                    let sc = d * gb[Q4K_SCALES + ROWS * sub + rr] as f32;
+                    let m = f16_at(gb, 16 + 2 * rr) * gb[Q4K_MINS + ROWS * sub + rr] as f32;
+                    sc * level as f32 - m
+                }
+                _ => d * (level - bias(w.ty)) as f32,
+            };
+        }
+    }
+}
+
 /// `bias · Σq` of every 32 columns of every activation row (`[t][block]`): the level offset's
 /// share of each block's integer sum, which the kernels subtract. Empty for types without a
 /// level offset.
@@ -339,42 +369,27 @@ mod tests {
 
     /// Every level and scale of the packed layout reads back as the ggml row's.
     #[test]
-    fn packed_levels_dequantize_like_the_rows() {
+    fn packed_rows_dequantize_like_the_ggml_rows() {
         let mut rng = Rng::new(7);
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q4K,
+            GgmlType::Q6K,
         ] {
-            let (rows, cols) = (16, if ty == GgmlType::Q4K { 512 } else { 96 });
+            let (rows, cols) = (16, if ty.block_elems() == 256 { 512 } else { 96 });
             let w = random_matrix(ty, rows, cols, &mut rng);
-            let mut packed = vec![0u8; packed_len(ty, rows, cols)];
-            pack_into(ty, rows, cols, &w.data, &mut packed);
-            let gbb = group_block_bytes(ty);
-            let per = ty.block_elems();
-            assert_eq!(packed.len(), rows / ROWS * cols / per * gbb);
-            let mut row = vec![0f32; cols];
+            let p = w.packed_unchecked();
+            assert_eq!(
+                p.data.len(),
+                rows / ROWS * cols / ty.block_elems() * group_block_bytes(ty)
+            );
+            let (mut want, mut got) = (vec![0f32; cols], vec![f32::NAN; cols]);
             for r in 0..rows {
-                dequantize_row(ty, w.row(r), &mut row);
-                for (j, &want) in row.iter().enumerate() {
-                    let (g, b, rr) = (r / ROWS, j / per, r % ROWS);
-                    let gb = &packed[(g * cols / per + b) * gbb..][..gbb];
-                    let d = f16_at(gb, 2 * rr);
-                    let level = level(ty, gb, rr, j % per);
-                    let got = if ty == GgmlType::Q6K {
-                        let sc = gb[Q6K_SCALES + ROWS * (j % per / 16) + rr] as i8 as f32;
-                        d * sc * (level - 32) as f32
-                    } else if ty == GgmlType::Q4K {
-                        let sub = j % per / GROUP;
-                        let sc = d * gb[Q4K_SCALES + ROWS * sub + rr] as f32;
-                        let m = f16_at(gb, 16 + 2 * rr) * gb[Q4K_MINS + ROWS * sub + rr] as f32;
-                        sc * level as f32 - m
-                    } else {
-                        d * (level - bias(ty)) as f32
-                    };
-                    assert_eq!(got, want, "{} row {r} col {j}", ty.name());
-                }
+                dequantize_row(ty, w.row(r), &mut want);
+                p.dequantize_row_into(r, &mut got);
+                assert_eq!(got, want, "{} row {r}", ty.name());
             }
         }
     }
