@@ -162,9 +162,8 @@ impl Model {
     }
 
     /// Replaces every weight matrix that the kernels of this CPU multiply faster with its rows
-    /// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores, and lets the
-    /// file pages it was read from go (so resident memory stays about one copy of the
-    /// weights). An embedding table is packed only when it is also the output matrix (tied):
+    /// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores (packing lets
+    /// the file pages it read go, so resident memory stays about one copy of the weights). An embedding table is packed only when it is also the output matrix (tied):
     /// tokens then look their rows up in the packed layout.
     fn pack_matrices(&mut self, output_tied: bool) {
         let mut todo: Vec<&mut WeightMatrix> = self
@@ -195,7 +194,7 @@ impl Model {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some(m) = next else { break };
                     if let Some(packed) = m.packed() {
-                        std::mem::replace(m, packed).data.release_pages();
+                        *m = packed;
                     }
                 });
             }

@@ -197,19 +197,27 @@ impl std::fmt::Debug for TensorBytes {
 }
 
 impl TensorBytes {
-    /// Lets the kernel drop this tensor's pages of a mapped file from the process's memory
-    /// (they are re-read from the page cache if touched again): for tensors whose bytes were
-    /// copied elsewhere. A no-op for owned bytes or when the kernel refuses.
-    pub fn release_pages(&self) {
+    /// Lets the kernel drop the pages of bytes `range` of this tensor, when it lies in a mapped
+    /// file, from the process's memory (they are re-read from the page cache if touched again):
+    /// for bytes already copied elsewhere. A no-op for owned bytes or when the kernel refuses.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
         #[cfg(unix)]
         if let TensorBytes::Mapped { map, offset, len } = self {
-            // SAFETY: MADV_DONTNEED on a read-only private file mapping only drops pages;
-            // later reads fault them back in with the file's contents, so every `&[u8]`
-            // into the map keeps reading the same bytes.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *offset, *len)
-            };
+            if range.start < range.end && range.end <= *len {
+                // SAFETY: MADV_DONTNEED on a read-only private file mapping only drops pages;
+                // later reads fault them back in with the file's contents, so every `&[u8]`
+                // into the map keeps reading the same bytes.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        offset + range.start,
+                        range.len(),
+                    )
+                };
+            }
         }
+        #[cfg(not(unix))]
+        let _ = range;
     }
 }
 
@@ -280,10 +288,26 @@ impl WeightMatrix {
         Some(self.packed_unchecked())
     }
 
-    /// The packed copy, whatever the CPU (tests run the portable packed kernel too).
+    /// The packed copy, whatever the CPU (tests run the portable packed kernel too). Packed
+    /// 512 rows at a time, each part's source pages released once copied (when mapped from a
+    /// file), so that resident memory never holds both copies of a large matrix.
     pub(crate) fn packed_unchecked(&self) -> WeightMatrix {
-        let mut data = vec![0u8; packed::packed_len(self.ty, self.rows, self.cols)];
-        packed::pack_into(self.ty, self.rows, self.cols, &self.data, &mut data);
+        const PART_ROWS: usize = 512;
+        let (ty, cols) = (self.ty, self.cols);
+        let mut data = vec![0u8; packed::packed_len(ty, self.rows, cols)];
+        let row_bytes = self.row_bytes();
+        let group_bytes = packed::packed_len(ty, packed::ROWS, cols);
+        for (k, out) in data
+            .chunks_mut(group_bytes * PART_ROWS / packed::ROWS)
+            .enumerate()
+        {
+            let rows = out.len() / group_bytes * packed::ROWS;
+            let src = k * PART_ROWS * row_bytes..(k * PART_ROWS + rows) * row_bytes;
+            packed::pack_into(ty, rows, cols, &self.data[src.clone()], out);
+            self.data.release_pages(src);
+        }
+        // Again as a whole: reading a part faults in its neighbours' pages around the fault.
+        self.data.release_pages(0..self.data.len());
         Self {
             ty: self.ty,
             rows: self.rows,
