@@ -25,6 +25,30 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     silu_mul_with(detected_isa(), gate, up)
 }
 
+/// `gate = gelu(gate) · up` with GELU's tanh form, `0.5·x·(1 + tanh(z))`, z = √(2/π)·(x +
+/// 0.044715·x³) (Gemma's gate), elementwise. The SIMD path uses the identity
+/// `0.5·(1 + tanh(z)) = 1 / (1 + e^(−2z))`, i.e. the SiLU kernel with another argument.
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    gelu_tanh_mul_with(detected_isa(), gate, up)
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+fn gelu_tanh_mul_with(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "gate and up widths");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2 is only detected with AVX2 and FMA; the lengths are equal.
+        Isa::Avx2 => unsafe { x86::gated::<true>(gate, up) },
+        _ => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                let x = *g;
+                *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
+            }
+        }
+    }
+}
+
 fn check_runs(width: usize, data: &[f32], stride: usize, n: usize) {
     assert!(
         n == 0 || (n - 1) * stride + width <= data.len(),
@@ -92,7 +116,7 @@ fn silu_mul_with(isa: Isa, gate: &mut [f32], up: &[f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2 is only detected with AVX2 and FMA; the lengths are equal.
-        Isa::Avx2 => unsafe { x86::silu_mul(gate, up) },
+        Isa::Avx2 => unsafe { x86::gated::<false>(gate, up) },
         _ => {
             for (g, &u) in gate.iter_mut().zip(up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
@@ -256,23 +280,37 @@ mod x86 {
         total
     }
 
+    /// `gate = x / (1 + e^(−a)) · up` with `a = x` (SiLU) or, for `GELU`, `a = 2·√(2/π)·(x +
+    /// 0.044715·x³)` (GELU's tanh form: `0.5·(1 + tanh(a/2)) = 1 / (1 + e^(−a))`).
+    ///
     /// # Safety
     /// AVX2+FMA; `gate.len() == up.len()`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    pub(super) unsafe fn gated<const GELU: bool>(gate: &mut [f32], up: &[f32]) {
         let n = gate.len() / 8 * 8;
         let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+        let k = _mm256_set1_ps(2.0 * super::SQRT_2_OVER_PI);
+        let c = _mm256_set1_ps(0.044_715);
         for i in (0..n).step_by(8) {
             // SAFETY: i + 8 <= n <= both lengths.
             unsafe {
                 let x = _mm256_loadu_ps(g.add(i));
-                let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+                let a = if GELU {
+                    let x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+                    _mm256_mul_ps(k, _mm256_fmadd_ps(c, x3, x))
+                } else {
+                    x
+                };
+                let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), a));
                 let y = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
                 _mm256_storeu_ps(g.add(i), _mm256_mul_ps(y, _mm256_loadu_ps(u.add(i))));
             }
         }
-        for (gv, &uv) in gate[n..].iter_mut().zip(&up[n..]) {
-            *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+        let (gate, up) = (&mut gate[n..], &up[n..]);
+        if GELU {
+            super::gelu_tanh_mul_with(super::Isa::Scalar, gate, up);
+        } else {
+            super::silu_mul_with(super::Isa::Scalar, gate, up);
         }
     }
 }
@@ -342,6 +380,10 @@ mod tests {
             let (mut a, mut b) = (x.clone(), x.clone());
             silu_mul_with(isa, &mut a, &up);
             silu_mul_with(Isa::Scalar, &mut b, &up);
+            close(&a, &b, 1e-6);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            gelu_tanh_mul_with(isa, &mut a, &up);
+            gelu_tanh_mul_with(Isa::Scalar, &mut b, &up);
             close(&a, &b, 1e-6);
         }
     }

@@ -87,13 +87,7 @@ impl RopeTable {
 pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
         Activation::Silu => vecmath::silu_mul(gate, up),
-        Activation::GeluTanh => {
-            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-            for (g, &u) in gate.iter_mut().zip(up) {
-                let x = *g;
-                *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
-            }
-        }
+        Activation::GeluTanh => vecmath::gelu_tanh_mul(gate, up),
     }
 }
 
