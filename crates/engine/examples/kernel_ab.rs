@@ -1,6 +1,6 @@
 //! A/B timing of the AVX2 matmul kernels: the broadcast kernels (`matmul_forced(.., true)`)
-//! against the per-row GEMV/GEMM kernels (`false`) and, for types that pack (Q4_0/Q5_0), the
-//! kernel of the packed matrix (`WeightMatrix::packed`), alternated call by call on the same
+//! against the per-row GEMV/GEMM kernels (`false`) and, for types that pack (all five here),
+//! the kernel of the packed matrix (`WeightMatrix::packed`), alternated call by call on the same
 //! matrix so that the load of this shared machine hits all alike; the best time of each wins.
 //! This is how the row-count thresholds in `quant::matmul::use_broadcast` were chosen.
 //!
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     let mut y = vec![0f32; n * rows];
     let flop = 2.0 * (rows * cols * n) as f64;
     let calls = (4e9 / flop).clamp(10.0, 400.0) as usize;
-    // Per-row kernels, broadcast kernels, and (Q4_0/Q5_0) the packed matrix's kernel.
+    // Per-row kernels, broadcast kernels, and (when the CPU packs this type) the packed one.
     let kinds = if packed.is_some() { 3 } else { 2 };
     let mut best = [f64::INFINITY; 3];
     for call in 0..calls * kinds {

@@ -1,5 +1,5 @@
 //! Vectorized f32 work outside the matmuls: attention scores and weighted value sums over a
-//! run of cached keys/values, softmax, and the SiLU gate. AVX2+FMA is chosen at run time
+//! run of cached keys/values, softmax, and the SiLU and GELU gates. AVX2+FMA is chosen at run time
 //! (the same detection as the matmul kernels), with a scalar path everywhere else; the tests
 //! hold every SIMD function to its scalar twin.
 

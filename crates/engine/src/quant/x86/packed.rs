@@ -1,5 +1,5 @@
 //! The kernels for weight matrices packed 8 rows per group (`quant::packed`: Q4_0, Q5_0, Q8_0,
-//! Q4_K): per group and 32 columns, the 8 level vectors (4 columns × 8 rows each) are unpacked
+//! Q4_K, Q6_K): per group and 32 columns, the 8 level vectors (4 columns × 8 rows each) are unpacked
 //! once into registers, then every activation row of the batch broadcasts its 4 bytes per
 //! vector (`vpbroadcastd` from memory) into one `maddubs` each. Lane r of the i32 sums is
 //! weight row r's dot product, so a group's 8 results store as one vector: no horizontal sums
