@@ -102,7 +102,7 @@ impl Sequence {
     /// Samples from the logits after the last token and appends the result (and any tokens the
     /// constraint forces after it), streaming clean text to the client.
     pub fn advance(&mut self, logits: &mut [f32], eos_ids: &[u32]) -> Progress {
-        if logits.iter().any(|l| l.is_nan()) {
+        if crate::sampler::has_nan(logits) {
             return Progress::Failed(GenerationError::InvalidLogits);
         }
         let mask = self.constraint.as_mut().and_then(|c| c.allowed());
