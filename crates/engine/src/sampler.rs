@@ -250,7 +250,12 @@ fn pick(c: &mut [(u32, f32)], sum: f32, min_p: f32, top_p: f32, u: f32) -> Optio
 pub fn argmax(logits: &[f32]) -> Option<u32> {
     // Two passes the compiler vectorizes (a maximum, then its first position) instead of one
     // branchy pass: a 152k-entry vocabulary is scanned for every token of every sequence.
-    let max = fold_lanes(logits, f32::NEG_INFINITY, |m, l| if l > m { l } else { m }, f32::max);
+    let max = fold_lanes(
+        logits,
+        f32::NEG_INFINITY,
+        |m, l| if l > m { l } else { m },
+        f32::max,
+    );
     if max == f32::NEG_INFINITY {
         return None;
     }
@@ -259,7 +264,12 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
 
 /// Whether any logit is NaN (one vectorized pass, no early exit).
 pub fn has_nan(logits: &[f32]) -> bool {
-    fold_lanes(logits, 0.0, |a, l| if l.is_nan() { 1.0 } else { a }, f32::max) != 0.0
+    fold_lanes(
+        logits,
+        0.0,
+        |a, l| if l.is_nan() { 1.0 } else { a },
+        f32::max,
+    ) != 0.0
 }
 
 /// Folds `v` with `step` in 16 independent lanes (so the loop vectorizes), then combines the
@@ -421,7 +431,11 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(argmax(&v), plain(&v), "n {n} case {case}");
-                assert_eq!(has_nan(&v), v.iter().any(|l| l.is_nan()), "n {n} case {case}");
+                assert_eq!(
+                    has_nan(&v),
+                    v.iter().any(|l| l.is_nan()),
+                    "n {n} case {case}"
+                );
             }
             if n > 0 {
                 // A NaN only in the last element (the remainder past the lanes) still counts.

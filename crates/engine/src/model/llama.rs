@@ -3,7 +3,7 @@
 //! `x += Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n)` with `n = rmsnorm(x)`, then
 //! `x += Wdown·(silu(Wgate·m) ⊙ Wup·m)` with `m = rmsnorm(x)`.
 
-use super::{layers, linear, store_kv, LayerWeights, Scratch, StepContext};
+use super::{layers, linear, linear_many, store_kv, LayerWeights, Scratch, StepContext};
 use crate::kv::KvPool;
 
 /// Runs layer `l` over all tokens of the step, updating `s.x` in place.
@@ -37,9 +37,16 @@ pub(crate) fn self_attention(
     n: usize,
 ) {
     let c = ctx.cfg;
-    linear(ctx.pool, &w.wq, w.bq.as_deref(), &s.xn, n, &mut s.q);
-    linear(ctx.pool, &w.wk, w.bk.as_deref(), &s.xn, n, &mut s.k);
-    linear(ctx.pool, &w.wv, w.bv.as_deref(), &s.xn, n, &mut s.v);
+    linear_many(
+        ctx.pool,
+        &s.xn,
+        n,
+        [
+            (&w.wq, w.bq.as_deref(), &mut s.q),
+            (&w.wk, w.bk.as_deref(), &mut s.k),
+            (&w.wv, w.bv.as_deref(), &mut s.v),
+        ],
+    );
     if let Some(qn) = &w.q_norm {
         layers::rms_norm_in_place(&mut s.q, qn, c.rms_eps);
     }
@@ -67,8 +74,12 @@ pub(crate) fn self_attention(
 
 /// Gated feed-forward sublayer on `s.xn`; result in `s.proj`.
 pub(crate) fn feed_forward(ctx: &StepContext<'_>, w: &LayerWeights, s: &mut Scratch, n: usize) {
-    linear(ctx.pool, &w.w_gate, None, &s.xn, n, &mut s.gate);
-    linear(ctx.pool, &w.w_up, None, &s.xn, n, &mut s.up);
+    linear_many(
+        ctx.pool,
+        &s.xn,
+        n,
+        [(&w.w_gate, None, &mut s.gate), (&w.w_up, None, &mut s.up)],
+    );
     layers::gated_activation(ctx.cfg.activation, &mut s.gate, &s.up);
     linear(ctx.pool, &w.w_down, None, &s.gate, n, &mut s.proj);
 }

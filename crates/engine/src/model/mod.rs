@@ -17,7 +17,7 @@ use source::{ModelSource, SourceTensor};
 
 use crate::kv::{KvPool, SeqKv};
 use crate::quant::blocks::dequantize_row;
-use crate::quant::matmul::{matmul, ThreadPool};
+use crate::quant::matmul::{matmul, matmul_many, ThreadPool};
 use crate::quant::WeightMatrix;
 use crate::{EngineError, Result};
 
@@ -297,12 +297,28 @@ pub(crate) fn linear(
     n: usize,
     out: &mut Vec<f32>,
 ) {
-    // `matmul` writes every element: no clearing (a decode step would zero megabytes).
-    out.resize(n * w.rows, 0.0);
-    matmul(pool, w, x, n, out);
-    if let Some(b) = bias {
-        for row in out.chunks_exact_mut(w.rows) {
-            row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+    linear_many(pool, x, n, [(w, bias, out)]);
+}
+
+/// [`linear`] for several projections of one input (q/k/v, gate/up), run as one matmul job.
+pub(crate) fn linear_many<const K: usize>(
+    pool: &ThreadPool,
+    x: &[f32],
+    n: usize,
+    mut proj: [(&WeightMatrix, Option<&[f32]>, &mut Vec<f32>); K],
+) {
+    // The matmul writes every element: no clearing (a decode step would zero megabytes).
+    for (w, _, out) in proj.iter_mut() {
+        out.resize(n * w.rows, 0.0);
+    }
+    let ws: Vec<&WeightMatrix> = proj.iter().map(|p| p.0).collect();
+    let mut ys: Vec<&mut [f32]> = proj.iter_mut().map(|p| &mut p.2[..]).collect();
+    matmul_many(pool, &ws, x, n, &mut ys);
+    for (w, bias, out) in proj {
+        if let Some(b) = bias {
+            for row in out.chunks_exact_mut(w.rows) {
+                row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+            }
         }
     }
 }

@@ -133,32 +133,10 @@ pub(crate) fn matmul_with(
     let store = |t: usize, r: usize, v: f32| unsafe { *y_ptr.get().add(t * w.rows + r) = v };
     // Integer types have blocks of 32 or 256, so `cols` (whole blocks) is a multiple of GROUP.
     if is_integer(w.ty) {
-        let acts = match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Avx2 is only selected when the CPU reports AVX2, FMA and F16C.
-            Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
-            _ => QuantizedActs::new(x),
-        };
+        let acts = quantize_acts(isa, x);
         if w.is_packed() {
             // Rows interleaved 8 by 8 (`quant::packed`): one kernel for every batch size.
-            let xbias = packed::act_bias(w.ty, &acts, n, w.cols);
-            let groups = w.rows / packed::ROWS;
-            let per_task = if n <= TILE {
-                GEMV_ROWS_PER_TASK
-            } else {
-                ROWS_PER_TASK
-            } / packed::ROWS;
-            let range = |task: usize| task * per_task..((task + 1) * per_task).min(groups);
-            pool.run(groups.div_ceil(per_task), &|task| match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; `w` is
-                // packed, `acts`/`xbias` hold n rows of `cols`, the task's groups exist and
-                // each task writes only its own groups' outputs of the n × rows `y`.
-                Isa::Avx2 => unsafe {
-                    x86::packed::matmul_packed(w, range(task), &acts, &xbias, n, y_ptr.get())
-                },
-                _ => packed::matmul_scalar(w, range(task), &acts, &xbias, n, store),
-            });
+            packed_job(isa, pool, &[w], &acts, n, &[y_ptr]);
             return;
         }
         // GEMV-like calls (n ≤ TILE): longer runs of rows per task keep each thread's weight
@@ -381,6 +359,110 @@ fn dot_rows_scalar(
         }
         *o = acc;
     }
+}
+
+/// `ys[i] = x · ws[i]ᵀ` for matrices that share their input (q/k/v, gate/up): when all are
+/// packed the input is quantized once and every matrix's row groups run as one pool job (a
+/// decode step's k and v projections cost more in dispatch than in arithmetic); otherwise one
+/// [`matmul`] each.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    ws: &[&WeightMatrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+) {
+    matmul_many_with(detected_isa(), pool, ws, x, n, ys)
+}
+
+/// [`matmul_many`] on a chosen ISA.
+pub(crate) fn matmul_many_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    ws: &[&WeightMatrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+) {
+    assert_eq!(ws.len(), ys.len(), "one output per matrix");
+    let cols = ws.first().map_or(0, |w| w.cols);
+    if n == 0 || !ws.iter().all(|w| w.is_packed() && w.cols == cols) {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul_with(isa, None, pool, w, x, n, y);
+        }
+        return;
+    }
+    assert_eq!(x.len(), n * cols, "activation shape");
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(y.len(), n * w.rows, "output shape");
+    }
+    let acts = quantize_acts(isa, x);
+    let outs: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    packed_job(isa, pool, ws, &acts, n, &outs);
+}
+
+/// Activation rows quantized for the integer kernels.
+fn quantize_acts(isa: Isa, x: &[f32]) -> QuantizedActs {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2 is only selected when the CPU reports AVX2, FMA and F16C.
+        Isa::Avx2 => unsafe { QuantizedActs::new_avx2(x) },
+        _ => QuantizedActs::new(x),
+    }
+}
+
+/// Runs packed matrices `ws` (same columns) on one quantized input as a single pool job:
+/// tasks of a few row groups each, matrix after matrix; `outs[i]` points at `n × ws[i].rows`
+/// floats.
+fn packed_job(
+    isa: Isa,
+    pool: &ThreadPool,
+    ws: &[&WeightMatrix],
+    acts: &QuantizedActs,
+    n: usize,
+    outs: &[SendPtr],
+) {
+    let per_task = if n <= TILE {
+        GEMV_ROWS_PER_TASK
+    } else {
+        ROWS_PER_TASK
+    } / packed::ROWS;
+    // The level-offset sums depend only on the type: computed for its first matrix only.
+    let first_of_type = |i: usize| ws[..i].iter().position(|o| o.ty == ws[i].ty).unwrap_or(i);
+    let sums: Vec<Vec<i32>> = (0..ws.len())
+        .map(|i| match first_of_type(i) == i {
+            true => packed::act_bias(ws[i].ty, acts, n, ws[i].cols),
+            false => Vec::new(),
+        })
+        .collect();
+    let xbias: Vec<&[i32]> = (0..ws.len()).map(|i| &sums[first_of_type(i)][..]).collect();
+    // first[i]: the first task of matrix i.
+    let mut first = Vec::with_capacity(ws.len() + 1);
+    first.push(0);
+    for w in ws {
+        let last = *first.last().unwrap_or(&0);
+        first.push(last + (w.rows / packed::ROWS).div_ceil(per_task));
+    }
+    let total = first[ws.len()];
+    pool.run(total, &|task| {
+        let i = first.partition_point(|&f| f <= task) - 1;
+        let (w, y) = (ws[i], outs[i]);
+        let local = task - first[i];
+        let range = local * per_task..((local + 1) * per_task).min(w.rows / packed::ROWS);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; `w` is packed,
+            // `acts`/`xbias[i]` hold n rows of its columns, the task's groups exist and each
+            // task writes only its own groups' outputs of the n × rows buffer at `y`.
+            Isa::Avx2 => unsafe {
+                x86::packed::matmul_packed(w, range, acts, xbias[i], n, y.get())
+            },
+            // SAFETY: as above: disjoint outputs of this task's groups, within n × rows.
+            _ => packed::matmul_scalar(w, range, acts, xbias[i], n, |t, r, v| unsafe {
+                *y.get().add(t * w.rows + r) = v
+            }),
+        }
+    });
 }
 
 /// A raw output pointer handed to pool tasks that each write a disjoint part of one buffer.

@@ -229,6 +229,59 @@ fn packed_matrices_match_reference() {
     }
 }
 
+/// Several matrices of one input in one job (q/k/v of mixed types, all packed, or some not)
+/// give exactly what one `matmul` per matrix gives, on every ISA and across the task split.
+#[test]
+fn matmul_many_equals_one_matmul_per_matrix() {
+    let mut rng = Rng::new(23);
+    let pool = ThreadPool::new(2);
+    let mut isas = vec![Isa::Scalar];
+    if detected_isa() != Isa::Scalar {
+        isas.push(detected_isa());
+    }
+    let cols = 256;
+    let sets: [&[(GgmlType, usize)]; 3] = [
+        &[
+            (GgmlType::Q5_0, 136),
+            (GgmlType::Q5_0, 16),
+            (GgmlType::Q8_0, 16),
+        ],
+        &[(GgmlType::Q4K, GEMV_ROWS_PER_TASK + 8), (GgmlType::Q6K, 8)],
+        &[(GgmlType::Q4_0, 24), (GgmlType::Q5K, 24)],
+    ];
+    for set in sets {
+        let ws: Vec<WeightMatrix> = set
+            .iter()
+            .map(|&(ty, rows)| {
+                let w = random_matrix(ty, rows, cols, &mut rng);
+                w.packed().unwrap_or(w)
+            })
+            .collect();
+        let refs: Vec<&WeightMatrix> = ws.iter().collect();
+        for &isa in &isas {
+            for n in [1, 3, 8, 9, 70] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+                let mut outs: Vec<Vec<f32>> =
+                    ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                matmul_many_with(isa, &pool, &refs, &x, n, &mut ys);
+                for (w, got) in ws.iter().zip(&outs) {
+                    let mut want = vec![f32::NAN; n * w.rows];
+                    matmul_with(isa, None, &pool, w, &x, n, &mut want);
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} {} rows {} n {n}",
+                        w.ty.name(),
+                        w.rows
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The packed AVX2 kernel does the scalar packed kernel's arithmetic in the same order.
 #[test]
 fn packed_simd_equals_packed_scalar() {
