@@ -23,6 +23,8 @@ pub use super::pool::ThreadPool;
 const ROWS_PER_TASK: usize = 16;
 /// Weight rows per task when the whole batch is one activation tile (decode steps).
 const GEMV_ROWS_PER_TASK: usize = 64;
+/// Packed weight rows per task at most for decode batches (see `packed_job`).
+const DECODE_ROWS_PER_TASK: usize = 256;
 /// How many rows ahead the GEMV path asks the CPU to fetch weights (DRAM latency ≈ the time
 /// to process two rows of a 0.5B model).
 const PREFETCH_ROWS: usize = 2;
@@ -422,11 +424,15 @@ fn packed_job(
     n: usize,
     outs: &[SendPtr],
 ) {
-    let per_task = if n <= TILE {
-        GEMV_ROWS_PER_TASK
-    } else {
-        ROWS_PER_TASK
-    } / packed::ROWS;
+    // Groups per task: decode batches take longer runs (the Q4_0/Q5_0 decode kernel broadcasts
+    // the activations once per task) while keeping ~4 tasks per thread for balance.
+    let per_task = |w: &WeightMatrix| match n <= TILE {
+        true => (w.rows / packed::ROWS / (4 * pool.threads())).clamp(
+            GEMV_ROWS_PER_TASK / packed::ROWS,
+            DECODE_ROWS_PER_TASK / packed::ROWS,
+        ),
+        false => ROWS_PER_TASK / packed::ROWS,
+    };
     // The level-offset sums depend only on the type: computed for its first matrix only.
     let first_of_type = |i: usize| ws[..i].iter().position(|o| o.ty == ws[i].ty).unwrap_or(i);
     let sums: Vec<Vec<i32>> = (0..ws.len())
@@ -441,14 +447,14 @@ fn packed_job(
     first.push(0);
     for w in ws {
         let last = *first.last().unwrap_or(&0);
-        first.push(last + (w.rows / packed::ROWS).div_ceil(per_task));
+        first.push(last + (w.rows / packed::ROWS).div_ceil(per_task(w)));
     }
     let total = first[ws.len()];
     pool.run(total, &|task| {
         let i = first.partition_point(|&f| f <= task) - 1;
         let (w, y) = (ws[i], outs[i]);
-        let local = task - first[i];
-        let range = local * per_task..((local + 1) * per_task).min(w.rows / packed::ROWS);
+        let (local, per) = (task - first[i], per_task(w));
+        let range = local * per..((local + 1) * per).min(w.rows / packed::ROWS);
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Avx2 is only selected when the CPU has AVX2, FMA and F16C; `w` is packed,

@@ -124,17 +124,31 @@ unsafe fn sweep(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unsigned_sums<const LT16: bool>(wv: &[__m256i; 8], x: *const i32) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
     // SAFETY: the 8 dword reads lie in the 32 bytes at x.
-    let m = |v: usize| unsafe {
-        _mm256_maddubs_epi16(wv[v], _mm256_set1_epi32(x.add(v).read_unaligned()))
-    };
-    let lo = _mm256_add_epi16(_mm256_add_epi16(m(0), m(1)), _mm256_add_epi16(m(2), m(3)));
-    let hi = _mm256_add_epi16(_mm256_add_epi16(m(4), m(5)), _mm256_add_epi16(m(6), m(7)));
-    if LT16 {
-        _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones)
-    } else {
-        _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
+    unsafe { unsigned_sums_of::<LT16>(wv, |v| _mm256_set1_epi32(x.add(v).read_unaligned())) }
+}
+
+/// [`unsigned_sums`] with activation vector `v` (4 bytes repeated 8 times) given by `xv(v)`:
+/// a broadcast, or a load of an already broadcast vector (`decode_rows`).
+///
+/// # Safety
+/// Requires AVX2; `xv` is safe to call for v < 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unsigned_sums_of<const LT16: bool>(
+    wv: &[__m256i; 8],
+    xv: impl Fn(usize) -> __m256i,
+) -> __m256i {
+    {
+        let ones = _mm256_set1_epi16(1);
+        let m = |v: usize| _mm256_maddubs_epi16(wv[v], xv(v));
+        let lo = _mm256_add_epi16(_mm256_add_epi16(m(0), m(1)), _mm256_add_epi16(m(2), m(3)));
+        let hi = _mm256_add_epi16(_mm256_add_epi16(m(4), m(5)), _mm256_add_epi16(m(6), m(7)));
+        if LT16 {
+            _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones)
+        } else {
+            _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
+        }
     }
 }
 
@@ -170,33 +184,17 @@ unsafe fn q4_q5<const Q5: bool>(
     n: usize,
     y: *mut f32,
 ) {
+    if n <= DECODE_ROWS {
+        // SAFETY: forwarded.
+        return unsafe { q4_q5_decode::<Q5>(w, groups, acts, xbias, n, y) };
+    }
     let (cols, blocks) = (w.cols, w.cols / GROUP);
-    let qs_at = nibbles_at(w.ty);
-    let sixteen = _mm256_set1_epi8(16);
     let (aq, asc, xb) = (acts.q.as_ptr(), acts.scale.as_ptr(), xbias.as_ptr());
     // SAFETY: every read below is in group block p or in activation row t < n, block b.
     unsafe {
         sweep(w, groups, n, y, |p, b, acc, t0| {
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let mut wv = nibbles(p.add(qs_at));
-            if Q5 {
-                // Bit v of each fifth-bit byte moved to bit 4 (16-bit shifts by less than 8
-                // never carry a bit into bit 4 of the other byte).
-                let f = _mm256_loadu_si256(p.add(16) as *const __m256i);
-                let high = [
-                    _mm256_slli_epi16::<4>(f),
-                    _mm256_slli_epi16::<3>(f),
-                    _mm256_slli_epi16::<2>(f),
-                    _mm256_slli_epi16::<1>(f),
-                    f,
-                    _mm256_srli_epi16::<1>(f),
-                    _mm256_srli_epi16::<2>(f),
-                    _mm256_srli_epi16::<3>(f),
-                ];
-                for (v, h) in wv.iter_mut().zip(high) {
-                    *v = _mm256_or_si256(*v, _mm256_and_si256(h, sixteen));
-                }
-            }
+            let wv = q4_q5_levels::<Q5>(w.ty, p);
             for (k, a) in acc.iter_mut().enumerate() {
                 let i = (t0 + k) * blocks + b;
                 let x = aq.add(i * GROUP) as *const i32;
@@ -212,6 +210,140 @@ unsafe fn q4_q5<const Q5: bool>(
             }
         })
     }
+}
+
+/// The 8 level vectors (unsigned, offset by the type's bias) of the Q5_0 (`Q5`) or Q4_0 group
+/// block at `p`.
+///
+/// # Safety
+/// Requires AVX2; `p` is one packed group block of `ty`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_q5_levels<const Q5: bool>(ty: GgmlType, p: *const u8) -> [__m256i; 8] {
+    // SAFETY: the nibbles and fifth bits lie in the group block (caller contract).
+    unsafe {
+        let mut wv = nibbles(p.add(nibbles_at(ty)));
+        if Q5 {
+            let sixteen = _mm256_set1_epi8(16);
+            // Bit v of each fifth-bit byte moved to bit 4 (16-bit shifts by less than 8
+            // never carry a bit into bit 4 of the other byte).
+            let f = _mm256_loadu_si256(p.add(16) as *const __m256i);
+            let high = [
+                _mm256_slli_epi16::<4>(f),
+                _mm256_slli_epi16::<3>(f),
+                _mm256_slli_epi16::<2>(f),
+                _mm256_slli_epi16::<1>(f),
+                f,
+                _mm256_srli_epi16::<1>(f),
+                _mm256_srli_epi16::<2>(f),
+                _mm256_srli_epi16::<3>(f),
+            ];
+            for (v, h) in wv.iter_mut().zip(high) {
+                *v = _mm256_or_si256(*v, _mm256_and_si256(h, sixteen));
+            }
+        }
+        wv
+    }
+}
+
+/// Activation rows up to which Q4_0/Q5_0 take [`q4_q5_decode`] (decode batches).
+const DECODE_ROWS: usize = 8;
+/// Blocks of 32 columns per chunk of stored activations: 8 rows × 8 blocks × [`SLOTS`] vectors
+/// = 20 KiB, which stays in L1 while every group of the task sweeps it.
+const CHUNK_BLOCKS: usize = 8;
+/// Vectors stored per activation row and block: its 8 broadcast dwords, its level-offset sum
+/// and its scale, each repeated in all 8 lanes.
+const SLOTS: usize = 10;
+
+thread_local! {
+    /// Per-thread stored activations of [`q4_q5_decode`] (no allocation per call).
+    static EXPANDED: std::cell::RefCell<Vec<__m256i>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`q4_q5`] for up to [`DECODE_ROWS`] activation rows: the broadcasts (a shuffle-unit µop
+/// each on Zen 3, as many as the maddubs they feed) are done once per task into a stored chunk
+/// of [`CHUNK_BLOCKS`] blocks, and every group of the task then multiplies against plain
+/// loads. Columns are swept chunk by chunk, the accumulators carried in `y`; the arithmetic
+/// and its order are [`q4_q5`]'s.
+///
+/// # Safety
+/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_q5_decode<const Q5: bool>(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    xbias: &[i32],
+    n: usize,
+    y: *mut f32,
+) {
+    assert!(n <= DECODE_ROWS);
+    let blocks = w.cols / GROUP;
+    let gbb = group_block_bytes(w.ty);
+    let (aq, asc, xb) = (acts.q.as_ptr(), acts.scale.as_ptr(), xbias.as_ptr());
+    EXPANDED.with_borrow_mut(|buf| {
+        buf.resize(DECODE_ROWS * CHUNK_BLOCKS * SLOTS, _mm256_setzero_si256());
+        let e = buf.as_mut_ptr();
+        // SAFETY: activation reads are in row t < n, block i < blocks; stored slots are
+        // within `buf` (t < 8, j < CHUNK_BLOCKS); weight reads are in group g's blocks; `y`
+        // writes are this task's groups (caller contract).
+        unsafe {
+            let slot = |t: usize, j: usize| e.add((t * CHUNK_BLOCKS + j) * SLOTS);
+            for c0 in (0..blocks).step_by(CHUNK_BLOCKS) {
+                let cb = CHUNK_BLOCKS.min(blocks - c0);
+                for t in 0..n {
+                    for j in 0..cb {
+                        let i = t * blocks + c0 + j;
+                        let x = aq.add(i * GROUP) as *const i32;
+                        let s = slot(t, j);
+                        for v in 0..8 {
+                            s.add(v).write(_mm256_set1_epi32(x.add(v).read_unaligned()));
+                        }
+                        s.add(8).write(_mm256_set1_epi32(*xb.add(i)));
+                        s.add(9)
+                            .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+                    }
+                }
+                for g in groups.clone() {
+                    let out = |t: usize| y.add(t * w.rows + ROWS * g);
+                    let mut acc = [_mm256_setzero_ps(); DECODE_ROWS];
+                    if c0 > 0 {
+                        for (t, a) in acc.iter_mut().enumerate().take(n) {
+                            *a = _mm256_loadu_ps(out(t));
+                        }
+                    }
+                    for j in 0..cb {
+                        let p = w.data.as_ptr().add((g * blocks + c0 + j) * gbb);
+                        for line in (0..gbb).step_by(64) {
+                            // The same block of the next group: the next one this loop reads
+                            // (a hint, never faults).
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                p.wrapping_add(blocks * gbb + line) as *const i8
+                            );
+                        }
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                        let wv = q4_q5_levels::<Q5>(w.ty, p);
+                        for (t, a) in acc.iter_mut().enumerate().take(n) {
+                            let s = slot(t, j) as *const __m256i;
+                            let xv = |v: usize| _mm256_load_si256(s.add(v));
+                            let sums = if Q5 {
+                                unsigned_sums_of::<false>(&wv, xv)
+                            } else {
+                                unsigned_sums_of::<true>(&wv, xv)
+                            };
+                            let isum = _mm256_sub_epi32(sums, _mm256_load_si256(s.add(8)));
+                            let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
+                            *a =
+                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xs), *a);
+                        }
+                    }
+                    for (t, a) in acc.iter().enumerate().take(n) {
+                        _mm256_storeu_ps(out(t), *a);
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Q8_0: `Σ |w|·sign(q, w) · (d · xs)` per block (|−128| = 128 fits maddubs' unsigned side,
