@@ -300,12 +300,15 @@ pub(crate) fn linear(
     linear_many(pool, x, n, [(w, bias, out)]);
 }
 
+/// One projection of [`linear_many`]: weights, optional bias, output.
+pub(crate) type Projection<'a> = (&'a WeightMatrix, Option<&'a [f32]>, &'a mut Vec<f32>);
+
 /// [`linear`] for several projections of one input (q/k/v, gate/up), run as one matmul job.
 pub(crate) fn linear_many<const K: usize>(
     pool: &ThreadPool,
     x: &[f32],
     n: usize,
-    mut proj: [(&WeightMatrix, Option<&[f32]>, &mut Vec<f32>); K],
+    mut proj: [Projection<'_>; K],
 ) {
     // The matmul writes every element: no clearing (a decode step would zero megabytes).
     for (w, _, out) in proj.iter_mut() {
