@@ -59,7 +59,11 @@ pub(crate) unsafe fn matmul_packed(
             GgmlType::Q5_0 => q4_q5::<true>(w, groups, acts, xbias, n, y),
             GgmlType::Q4_0 => q4_q5::<false>(w, groups, acts, xbias, n, y),
             GgmlType::Q8_0 => q8(w, groups, acts, n, y),
+            // A lone K-quant row keeps `sweep`: its 256-column blocks leave too few rows
+            // to repay the stored broadcasts (kernel_ab: 3–5 % slower at n = 1).
+            GgmlType::Q6K if (2..=DECODE_ROWS).contains(&n) => q6k_decode(w, groups, acts, n, y),
             GgmlType::Q6K => q6k(w, groups, acts, n, y),
+            _ if (2..=DECODE_ROWS).contains(&n) => q4k_decode(w, groups, acts, n, y),
             _ => q4k(w, groups, acts, n, y),
         }
     }
@@ -246,25 +250,118 @@ unsafe fn q4_q5_levels<const Q5: bool>(ty: GgmlType, p: *const u8) -> [__m256i; 
     }
 }
 
-/// Activation rows up to which Q4_0/Q5_0 take [`q4_q5_decode`] (decode batches).
+/// Activation rows up to which Q4_0, Q5_0, Q4_K and Q6_K take the decode kernels
+/// ([`sweep_decode`]; the K-quants from 2 rows on).
 const DECODE_ROWS: usize = 8;
-/// Blocks of 32 columns per chunk of stored activations: 8 rows × 8 blocks × [`SLOTS`] vectors
-/// = 20 KiB, which stays in L1 while every group of the task sweeps it.
-const CHUNK_BLOCKS: usize = 8;
-/// Vectors stored per activation row and block: its 8 broadcast dwords, its level-offset sum
-/// and its scale, each repeated in all 8 lanes.
-const SLOTS: usize = 10;
+/// 32-column groups per chunk of stored activations: 8 rows × 8 groups × [`SLOTS`] vectors
+/// = 22 KiB, which stays in L1 while every weight group of the task sweeps it.
+const CHUNK_GROUPS: usize = 8;
+/// Vectors stored per activation row and 32 columns: the 8 broadcast dwords of its levels,
+/// then up to 3 per-type values (scale, level sums), each repeated in all 8 lanes.
+const SLOTS: usize = 11;
 
 thread_local! {
-    /// Per-thread stored activations of [`q4_q5_decode`] (no allocation per call).
+    /// Per-thread stored activations of [`sweep_decode`] (no allocation per call).
     static EXPANDED: std::cell::RefCell<Vec<__m256i>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`q4_q5`] for up to [`DECODE_ROWS`] activation rows: the broadcasts (a shuffle-unit µop
-/// each on Zen 3, as many as the maddubs they feed) are done once per task into a stored chunk
-/// of [`CHUNK_BLOCKS`] blocks, and every group of the task then multiplies against plain
-/// loads. Columns are swept chunk by chunk, the accumulators carried in `y`; the arithmetic
-/// and its order are [`q4_q5`]'s.
+/// [`sweep`] for up to [`DECODE_ROWS`] activation rows (decode batches). The broadcasts of the
+/// activation levels (a shuffle-unit µop each on Zen 3, as many as the maddubs they feed) are
+/// done once per task into a stored chunk of [`CHUNK_GROUPS`] × 32 columns, so every weight
+/// group of the task multiplies against plain loads. Columns are swept chunk by chunk, the
+/// accumulators carried in `y`. For activation row t and 32-column group i, `fill(i, slot)`
+/// writes the per-type vectors `slot[8..SLOTS]`; `block(p, j, slot, acc)` multiplies the
+/// weight block at `p`, whose first 32 columns are group `j` of the chunk, into `acc`, reading
+/// row t's stored vectors of the chunk's group `k` at `slot(t, k)`.
+///
+/// # Safety
+/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`; `fill` writes only `slot[8..SLOTS]`.
+#[inline(always)]
+unsafe fn sweep_decode(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+    fill: impl Fn(usize, *mut __m256i),
+    mut block: impl FnMut(*const u8, usize, &dyn Fn(usize, usize) -> *const __m256i, &mut [__m256]),
+) {
+    assert!(n <= DECODE_ROWS);
+    let act_groups = w.cols / GROUP;
+    let per_block = w.ty.block_elems() / GROUP;
+    let blocks = w.cols / w.ty.block_elems();
+    let gbb = group_block_bytes(w.ty);
+    let aq = acts.q.as_ptr();
+    EXPANDED.with_borrow_mut(|buf| {
+        // SAFETY: an all-zero __m256i is valid.
+        buf.resize(DECODE_ROWS * CHUNK_GROUPS * SLOTS, unsafe {
+            std::mem::zeroed()
+        });
+        let e = buf.as_mut_ptr();
+        let slot = |t: usize, k: usize| {
+            debug_assert!(t < DECODE_ROWS && k < CHUNK_GROUPS);
+            // SAFETY: t < DECODE_ROWS and k < CHUNK_GROUPS: within `buf`.
+            unsafe { e.add((t * CHUNK_GROUPS + k) * SLOTS) }
+        };
+        // Whole weight blocks per chunk (K-quant blocks span 8 groups: one block).
+        let chunk = CHUNK_GROUPS / per_block * per_block;
+        // SAFETY: activation reads are in row t < n, group < act_groups; weight reads are in
+        // group g's blocks; `y` accesses are this task's groups of rows t < n (caller contract).
+        unsafe {
+            for c0 in (0..act_groups).step_by(chunk) {
+                let cg = chunk.min(act_groups - c0);
+                for t in 0..n {
+                    for k in 0..cg {
+                        let i = t * act_groups + c0 + k;
+                        let x = aq.add(i * GROUP) as *const i32;
+                        let s = slot(t, k);
+                        for v in 0..8 {
+                            s.add(v).write(_mm256_set1_epi32(x.add(v).read_unaligned()));
+                        }
+                        fill(i, s);
+                    }
+                }
+                for g in groups.clone() {
+                    let out = |t: usize| y.add(t * w.rows + ROWS * g);
+                    let mut acc = [_mm256_setzero_ps(); DECODE_ROWS];
+                    if c0 > 0 {
+                        for (t, a) in acc.iter_mut().enumerate().take(n) {
+                            *a = _mm256_loadu_ps(out(t));
+                        }
+                    }
+                    for b in c0 / per_block..(c0 + cg) / per_block {
+                        let p = w.data.as_ptr().add((g * blocks + b) * gbb);
+                        for line in (0..gbb).step_by(64) {
+                            // The same block of the next group, the next one this loop reads
+                            // (a hint: never faults).
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                p.wrapping_add(blocks * gbb + line) as *const i8
+                            );
+                        }
+                        let slot_ptr = |t: usize, k: usize| slot(t, k) as *const __m256i;
+                        block(p, b * per_block - c0, &slot_ptr, &mut acc[..n]);
+                    }
+                    for (t, a) in acc.iter().enumerate().take(n) {
+                        _mm256_storeu_ps(out(t), *a);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The stored activation levels `slot[0..8]` as the activation side of [`unsigned_sums_of`].
+///
+/// # Safety
+/// Requires AVX2; `s` points at a stored slot of [`sweep_decode`].
+#[inline(always)]
+unsafe fn stored(s: *const __m256i) -> impl Fn(usize) -> __m256i {
+    // SAFETY: v < 8 lies in the slot (caller contract); the buffer is 32-byte aligned.
+    move |v: usize| unsafe { _mm256_load_si256(s.add(v)) }
+}
+
+/// [`q4_q5`] for up to [`DECODE_ROWS`] activation rows, on [`sweep_decode`]; the same
+/// arithmetic in the same order. Stored per 32 columns: the level-offset sum and the scale.
 ///
 /// # Safety
 /// As [`matmul_packed`], with `n ≤ DECODE_ROWS`.
@@ -277,73 +374,164 @@ unsafe fn q4_q5_decode<const Q5: bool>(
     n: usize,
     y: *mut f32,
 ) {
-    assert!(n <= DECODE_ROWS);
-    let blocks = w.cols / GROUP;
-    let gbb = group_block_bytes(w.ty);
-    let (aq, asc, xb) = (acts.q.as_ptr(), acts.scale.as_ptr(), xbias.as_ptr());
-    EXPANDED.with_borrow_mut(|buf| {
-        buf.resize(DECODE_ROWS * CHUNK_BLOCKS * SLOTS, _mm256_setzero_si256());
-        let e = buf.as_mut_ptr();
-        // SAFETY: activation reads are in row t < n, block i < blocks; stored slots are
-        // within `buf` (t < 8, j < CHUNK_BLOCKS); weight reads are in group g's blocks; `y`
-        // writes are this task's groups (caller contract).
-        unsafe {
-            let slot = |t: usize, j: usize| e.add((t * CHUNK_BLOCKS + j) * SLOTS);
-            for c0 in (0..blocks).step_by(CHUNK_BLOCKS) {
-                let cb = CHUNK_BLOCKS.min(blocks - c0);
-                for t in 0..n {
-                    for j in 0..cb {
-                        let i = t * blocks + c0 + j;
-                        let x = aq.add(i * GROUP) as *const i32;
-                        let s = slot(t, j);
-                        for v in 0..8 {
-                            s.add(v).write(_mm256_set1_epi32(x.add(v).read_unaligned()));
-                        }
-                        s.add(8).write(_mm256_set1_epi32(*xb.add(i)));
-                        s.add(9)
-                            .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+    let (asc, xb) = (acts.scale.as_ptr(), xbias.as_ptr());
+    // SAFETY (both closures): i is an activation group of a row < n; slots as sweep_decode
+    // provides them.
+    unsafe {
+        sweep_decode(
+            w,
+            groups,
+            acts,
+            n,
+            y,
+            |i, s| {
+                s.add(8).write(_mm256_set1_epi32(*xb.add(i)));
+                s.add(9)
+                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+            },
+            |p, j, slot, acc| {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                let wv = q4_q5_levels::<Q5>(w.ty, p);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let s = slot(t, j);
+                    let sums = if Q5 {
+                        unsigned_sums_of::<false>(&wv, stored(s))
+                    } else {
+                        unsigned_sums_of::<true>(&wv, stored(s))
+                    };
+                    let isum = _mm256_sub_epi32(sums, _mm256_load_si256(s.add(8)));
+                    let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xs), *a);
+                }
+            },
+        )
+    }
+}
+
+/// [`q4k`] for up to [`DECODE_ROWS`] activation rows, on [`sweep_decode`]; the same
+/// arithmetic in the same order. Stored per 32 columns: the scale and the level sum.
+///
+/// # Safety
+/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_decode(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let (asc, as16) = (acts.scale.as_ptr(), acts.sum16.as_ptr());
+    // SAFETY (both closures): i is an activation group of a row < n; weight reads are in the
+    // group block at p; slots as sweep_decode provides them.
+    unsafe {
+        sweep_decode(
+            w,
+            groups,
+            acts,
+            n,
+            y,
+            |i, s| {
+                let xsum = *as16.add(2 * i) + *as16.add(2 * i + 1);
+                s.add(8)
+                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+                s.add(9).write(_mm256_castps_si256(_mm256_set1_ps(xsum)));
+            },
+            |p, j, slot, acc| {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+                let widen = |at: usize| {
+                    let bytes = _mm_loadl_epi64(p.add(at) as *const __m128i);
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
+                };
+                for sub in 0..8 {
+                    let sc = _mm256_mul_ps(d, widen(Q4K_SCALES + ROWS * sub));
+                    let m = _mm256_mul_ps(dmin, widen(Q4K_MINS + ROWS * sub));
+                    let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        let s = slot(t, j + sub);
+                        let isum = unsigned_sums_of::<true>(&wv, stored(s));
+                        let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(8)));
+                        let xsum = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
+                        let v =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(sc, xs), *a);
+                        *a = _mm256_fnmadd_ps(m, xsum, v);
                     }
                 }
-                for g in groups.clone() {
-                    let out = |t: usize| y.add(t * w.rows + ROWS * g);
-                    let mut acc = [_mm256_setzero_ps(); DECODE_ROWS];
-                    if c0 > 0 {
-                        for (t, a) in acc.iter_mut().enumerate().take(n) {
-                            *a = _mm256_loadu_ps(out(t));
-                        }
-                    }
-                    for j in 0..cb {
-                        let p = w.data.as_ptr().add((g * blocks + c0 + j) * gbb);
-                        for line in (0..gbb).step_by(64) {
-                            // The same block of the next group: the next one this loop reads
-                            // (a hint, never faults).
-                            _mm_prefetch::<_MM_HINT_T0>(
-                                p.wrapping_add(blocks * gbb + line) as *const i8
-                            );
-                        }
-                        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                        let wv = q4_q5_levels::<Q5>(w.ty, p);
-                        for (t, a) in acc.iter_mut().enumerate().take(n) {
-                            let s = slot(t, j) as *const __m256i;
-                            let xv = |v: usize| _mm256_load_si256(s.add(v));
-                            let sums = if Q5 {
-                                unsigned_sums_of::<false>(&wv, xv)
-                            } else {
-                                unsigned_sums_of::<true>(&wv, xv)
-                            };
-                            let isum = _mm256_sub_epi32(sums, _mm256_load_si256(s.add(8)));
-                            let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
-                            *a =
-                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xs), *a);
-                        }
-                    }
-                    for (t, a) in acc.iter().enumerate().take(n) {
-                        _mm256_storeu_ps(out(t), *a);
+            },
+        )
+    }
+}
+
+/// [`q6k`] for up to [`DECODE_ROWS`] activation rows, on [`sweep_decode`]; the same
+/// arithmetic in the same order. Stored per 32 columns: the scale and the level sums of
+/// its two halves.
+///
+/// # Safety
+/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_decode(
+    w: &WeightMatrix,
+    groups: std::ops::Range<usize>,
+    acts: &QuantizedActs,
+    n: usize,
+    y: *mut f32,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let minus32 = _mm256_set1_ps(-32.0);
+    let (asc, as16) = (acts.scale.as_ptr(), acts.sum16.as_ptr());
+    // SAFETY (both closures): i is an activation group of a row < n; weight reads are in the
+    // group block at p; slots as sweep_decode provides them.
+    unsafe {
+        sweep_decode(
+            w,
+            groups,
+            acts,
+            n,
+            y,
+            |i, s| {
+                s.add(8)
+                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+                s.add(9)
+                    .write(_mm256_castps_si256(_mm256_set1_ps(*as16.add(2 * i))));
+                s.add(10)
+                    .write(_mm256_castps_si256(_mm256_set1_ps(*as16.add(2 * i + 1))));
+            },
+            |p, j, slot, acc| {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                for sub in 0..8 {
+                    let (sc_lo, sc_hi, off_lo, off_hi) = q6k_scales(p, d, minus32, sub);
+                    let wv = q6k_levels(p, sub);
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        let s = slot(t, j + sub);
+                        let m = |v: usize| _mm256_maddubs_epi16(wv[v], _mm256_load_si256(s.add(v)));
+                        // Levels < 64: two maddubs i16 lanes add up below 2·2·63·127 < 32768.
+                        let half = |v: usize| {
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(_mm256_add_epi16(m(v), m(v + 1)), ones),
+                                _mm256_madd_epi16(_mm256_add_epi16(m(v + 2), m(v + 3)), ones),
+                            )
+                        };
+                        let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(8)));
+                        let at = |k: usize| _mm256_castsi256_ps(_mm256_load_si256(s.add(k)));
+                        let mut v = *a;
+                        v = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(half(0)),
+                            _mm256_mul_ps(sc_lo, xs),
+                            v,
+                        );
+                        v = _mm256_fmadd_ps(off_lo, at(9), v);
+                        v = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(half(4)),
+                            _mm256_mul_ps(sc_hi, xs),
+                            v,
+                        );
+                        *a = _mm256_fmadd_ps(off_hi, at(10), v);
                     }
                 }
-            }
-        }
-    })
+            },
+        )
+    }
 }
 
 /// Q8_0: `Σ |w|·sign(q, w) · (d · xs)` per block (|−128| = 128 fits maddubs' unsigned side,
@@ -445,7 +633,6 @@ unsafe fn q6k(
 ) {
     let act_groups = w.cols / GROUP;
     let ones = _mm256_set1_epi16(1);
-    let pair = _mm256_set1_epi8(0x30);
     let minus32 = _mm256_set1_ps(-32.0);
     let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
     // SAFETY: every read below is in group block p or in activation row t < n, its 8 groups
@@ -453,34 +640,9 @@ unsafe fn q6k(
     unsafe {
         sweep(w, groups, n, y, |p, b, acc, t0| {
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let scale = |part: usize| {
-                let bytes = _mm_loadl_epi64(p.add(Q6K_SCALES + ROWS * part) as *const __m128i);
-                _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
-            };
             for sub in 0..8 {
-                let (sc_lo, sc_hi) = (scale(2 * sub), scale(2 * sub + 1));
-                let (off_lo, off_hi) =
-                    (_mm256_mul_ps(minus32, sc_lo), _mm256_mul_ps(minus32, sc_hi));
-                let mut wv = nibbles(p.add(Q6K_NIBBLES + 128 * sub));
-                let high = |h: usize| {
-                    _mm256_loadu_si256(p.add(Q6K_HIGH + 64 * sub + 32 * h) as *const __m256i)
-                };
-                let (h0, h1) = (high(0), high(1));
-                // Bits 2e..2e+2 of chunk h moved to bits 4..6 (16-bit shifts by less than 8
-                // never carry into bits 4..6 of the other byte).
-                let pairs = [
-                    _mm256_slli_epi16::<4>(h0),
-                    _mm256_slli_epi16::<2>(h0),
-                    h0,
-                    _mm256_srli_epi16::<2>(h0),
-                    _mm256_slli_epi16::<4>(h1),
-                    _mm256_slli_epi16::<2>(h1),
-                    h1,
-                    _mm256_srli_epi16::<2>(h1),
-                ];
-                for (v, h) in wv.iter_mut().zip(pairs) {
-                    *v = _mm256_or_si256(*v, _mm256_and_si256(h, pair));
-                }
+                let (sc_lo, sc_hi, off_lo, off_hi) = q6k_scales(p, d, minus32, sub);
+                let wv = q6k_levels(p, sub);
                 for (k, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + k) * act_groups + 8 * b + sub;
                     let x = aq.add(i * GROUP) as *const i32;
@@ -503,6 +665,66 @@ unsafe fn q6k(
                 }
             }
         })
+    }
+}
+
+/// Q6_K sub-block `sub` of the group block at `p` (scale `d`): the scales of its two
+/// 16-column halves and their level-offset factors (−32 · scale).
+///
+/// # Safety
+/// Requires AVX2; `p` is one packed Q6_K group block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_scales(
+    p: *const u8,
+    d: __m256,
+    minus32: __m256,
+    sub: usize,
+) -> (__m256, __m256, __m256, __m256) {
+    let scale = |part: usize| {
+        // SAFETY: the 8 scale bytes of `part` lie in the group block (caller contract).
+        let bytes = unsafe { _mm_loadl_epi64(p.add(Q6K_SCALES + ROWS * part) as *const __m128i) };
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
+    };
+    let (lo, hi) = (scale(2 * sub), scale(2 * sub + 1));
+    (
+        lo,
+        hi,
+        _mm256_mul_ps(minus32, lo),
+        _mm256_mul_ps(minus32, hi),
+    )
+}
+
+/// The 8 level vectors (< 64) of Q6_K sub-block `sub` of the group block at `p`.
+///
+/// # Safety
+/// Requires AVX2; `p` is one packed Q6_K group block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_levels(p: *const u8, sub: usize) -> [__m256i; 8] {
+    let pair = _mm256_set1_epi8(0x30);
+    // SAFETY: the sub-block's nibbles and high bits lie in the group block (caller contract).
+    unsafe {
+        let mut wv = nibbles(p.add(Q6K_NIBBLES + 128 * sub));
+        let high =
+            |h: usize| _mm256_loadu_si256(p.add(Q6K_HIGH + 64 * sub + 32 * h) as *const __m256i);
+        let (h0, h1) = (high(0), high(1));
+        // Bits 2e..2e+2 of chunk h moved to bits 4..6 (16-bit shifts by less than 8 never
+        // carry into bits 4..6 of the other byte).
+        let pairs = [
+            _mm256_slli_epi16::<4>(h0),
+            _mm256_slli_epi16::<2>(h0),
+            h0,
+            _mm256_srli_epi16::<2>(h0),
+            _mm256_slli_epi16::<4>(h1),
+            _mm256_slli_epi16::<2>(h1),
+            h1,
+            _mm256_srli_epi16::<2>(h1),
+        ];
+        for (v, h) in wv.iter_mut().zip(pairs) {
+            *v = _mm256_or_si256(*v, _mm256_and_si256(h, pair));
+        }
+        wv
     }
 }
 
