@@ -329,13 +329,15 @@ impl WeightMatrix {
     /// kernels. Scanned once, on first ask (~20 ms for the 145 MB output matrix of a 0.5B model).
     pub fn has_level_minus_128(&self) -> bool {
         *self.minus_128.get_or_init(|| {
-            let at = match self.ty {
-                GgmlType::Q8_0 => 2,
-                GgmlType::Q8_1 => 4,
+            // Levels follow the scales: one f16 per ggml block, 8 per packed group block.
+            let (block, at) = match (self.ty, self.packed) {
+                (GgmlType::Q8_0, false) => (self.ty.block_bytes(), 2),
+                (GgmlType::Q8_0, true) => (packed::group_block_bytes(self.ty), 2 * packed::ROWS),
+                (GgmlType::Q8_1, false) => (self.ty.block_bytes(), 4),
                 _ => return false,
             };
             self.data
-                .chunks_exact(self.ty.block_bytes())
+                .chunks_exact(block)
                 .any(|b| b[at..].iter().fold(false, |m, &v| m | (v == 0x80)))
         })
     }

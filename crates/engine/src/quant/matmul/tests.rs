@@ -365,6 +365,11 @@ fn q8_0_level_minus_128_matches_reference() {
     .unwrap();
     assert!(w.has_level_minus_128());
     let p = w.packed_unchecked();
+    // Found in the packed layout too (the 2..8-row kernel must not take this matrix), and
+    // only there: a packed matrix without −128 reports none.
+    assert!(p.has_level_minus_128());
+    let clean = random_matrix(GgmlType::Q8_0, 8, 96, &mut rng).packed_unchecked();
+    assert!(!clean.has_level_minus_128());
     for isa in [Isa::Scalar, detected_isa()] {
         for n in [1, 8, 9] {
             let x: Vec<f32> = (0..n * w.cols).map(|_| rng.normal()).collect();

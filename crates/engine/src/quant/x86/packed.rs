@@ -253,12 +253,12 @@ unsafe fn q4_q5_levels<const Q5: bool>(ty: GgmlType, p: *const u8) -> [__m256i; 
 /// Activation rows up to which Q4_0, Q5_0, Q4_K and Q6_K take the decode kernels
 /// ([`sweep_decode`]; the K-quants from 2 rows on).
 const DECODE_ROWS: usize = 8;
-/// 32-column groups per chunk of stored activations: 8 rows × 8 groups × [`SLOTS`] vectors
-/// = 22 KiB, which stays in L1 while every weight group of the task sweeps it.
+/// 32-column groups per chunk of stored activations at most; fewer when 8 rows of them would
+/// pass [`CHUNK_BYTES`].
 const CHUNK_GROUPS: usize = 8;
-/// Vectors stored per activation row and 32 columns: the 8 broadcast dwords of its levels,
-/// then up to 3 per-type values (scale, level sums), each repeated in all 8 lanes.
-const SLOTS: usize = 11;
+/// Stored activations per chunk at most (8 rows), so they stay in L1 while every weight group
+/// of the task sweeps them.
+const CHUNK_BYTES: usize = 24 << 10;
 
 thread_local! {
     /// Per-thread stored activations of [`sweep_decode`] (no allocation per call).
@@ -269,15 +269,17 @@ thread_local! {
 /// activation levels (a shuffle-unit µop each on Zen 3, as many as the maddubs they feed) are
 /// done once per task into a stored chunk of [`CHUNK_GROUPS`] × 32 columns, so every weight
 /// group of the task multiplies against plain loads. Columns are swept chunk by chunk, the
-/// accumulators carried in `y`. For activation row t and 32-column group i, `fill(i, slot)`
-/// writes the per-type vectors `slot[8..SLOTS]`; `block(p, j, slot, acc)` multiplies the
+/// accumulators carried in `y`. Each activation row and 32 columns get `S` stored vectors:
+/// the 8 broadcast dwords of its levels, then per-type values (scale, level sums, |levels|)
+/// that `fill(i, slot)` writes into `slot[8..S]` for activation group i (it may read
+/// `slot[..8]`, already written); `block(p, j, slot, acc)` multiplies the
 /// weight block at `p`, whose first 32 columns are group `j` of the chunk, into `acc`, reading
 /// row t's stored vectors of the chunk's group `k` at `slot(t, k)`.
 ///
 /// # Safety
-/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`; `fill` writes only `slot[8..SLOTS]`.
+/// As [`matmul_packed`], with `n ≤ DECODE_ROWS`; `fill` writes only `slot[8..S]`.
 #[inline(always)]
-unsafe fn sweep_decode(
+unsafe fn sweep_decode<const S: usize>(
     w: &WeightMatrix,
     groups: std::ops::Range<usize>,
     acts: &QuantizedActs,
@@ -294,17 +296,18 @@ unsafe fn sweep_decode(
     let aq = acts.q.as_ptr();
     EXPANDED.with_borrow_mut(|buf| {
         // SAFETY: an all-zero __m256i is valid.
-        buf.resize(DECODE_ROWS * CHUNK_GROUPS * SLOTS, unsafe {
+        buf.resize(DECODE_ROWS * CHUNK_GROUPS * S, unsafe {
             std::mem::zeroed()
         });
         let e = buf.as_mut_ptr();
         let slot = |t: usize, k: usize| {
             debug_assert!(t < DECODE_ROWS && k < CHUNK_GROUPS);
             // SAFETY: t < DECODE_ROWS and k < CHUNK_GROUPS: within `buf`.
-            unsafe { e.add((t * CHUNK_GROUPS + k) * SLOTS) }
+            unsafe { e.add((t * CHUNK_GROUPS + k) * S) }
         };
         // Whole weight blocks per chunk (K-quant blocks span 8 groups: one block).
-        let chunk = CHUNK_GROUPS / per_block * per_block;
+        let fit = (CHUNK_BYTES / (DECODE_ROWS * S * 32)).min(CHUNK_GROUPS);
+        let chunk = (fit / per_block * per_block).max(per_block);
         // SAFETY: activation reads are in row t < n, group < act_groups; weight reads are in
         // group g's blocks; `y` accesses are this task's groups of rows t < n (caller contract).
         unsafe {
@@ -378,7 +381,7 @@ unsafe fn q4_q5_decode<const Q5: bool>(
     // SAFETY (both closures): i is an activation group of a row < n; slots as sweep_decode
     // provides them.
     unsafe {
-        sweep_decode(
+        sweep_decode::<10>(
             w,
             groups,
             acts,
@@ -425,7 +428,7 @@ unsafe fn q4k_decode(
     // SAFETY (both closures): i is an activation group of a row < n; weight reads are in the
     // group block at p; slots as sweep_decode provides them.
     unsafe {
-        sweep_decode(
+        sweep_decode::<10>(
             w,
             groups,
             acts,
@@ -483,7 +486,7 @@ unsafe fn q6k_decode(
     // SAFETY (both closures): i is an activation group of a row < n; weight reads are in the
     // group block at p; slots as sweep_decode provides them.
     unsafe {
-        sweep_decode(
+        sweep_decode::<11>(
             w,
             groups,
             acts,
