@@ -1,8 +1,9 @@
 //! Weight matrices repacked at load so that one 256-bit register holds 4 columns of 8 weight
 //! rows ("lanes = weight rows"): the AVX2 kernel (`x86::packed`) broadcasts 4 activation bytes
-//! (a load, no shuffle) and multiplies them with 8 rows at once, each 32-bit lane summing one
-//! weight row, with no horizontal sums and no per-product shuffles. Each block of 8 rows is
-//! unpacked once per call and used for every activation row of the batch.
+//! (decode batches store them broadcast once per task) and multiplies them with 8 rows at
+//! once, each 32-bit lane summing one weight row, with no horizontal sums and no per-product
+//! shuffles. Each block of 8 rows is unpacked once per call and used for every activation row
+//! of the batch.
 //!
 //! The bytes are ggml's, reordered: per group of [`ROWS`] rows, per ggml block (32 columns, 256
 //! for Q4_K and Q6_K), [`group_block_bytes`] bytes. Every 32 columns of 8 rows are 8 "vectors" of 32

@@ -6,6 +6,9 @@
 //! at any batch size. Per activation row and 32 columns of 8 rows (256 multiply-adds): 8
 //! `maddubs`, 4–16 integer adds, a convert and 2–3 float ops (Q8_0 adds 8 `sign`s and 8
 //! `madd`s: its signed levels need `|w|·sign(x, w)`, whose pairwise sums cannot be added in i16).
+//! A broadcast from memory is not a plain load on Zen 3 (it takes a shuffle pipe), so decode
+//! batches of Q4_0/Q5_0/Q4_K/Q6_K store the activations broadcast once per task and multiply
+//! from memory instead ([`sweep_decode`]).
 
 use super::super::decoded::{QuantizedActs, GROUP};
 use super::super::packed::{
@@ -353,11 +356,23 @@ unsafe fn sweep_decode<const S: usize>(
     })
 }
 
+/// Stores `v` in all 8 lanes of slot vector `k` at `s`.
+///
+/// # Safety
+/// Requires AVX2; `s.add(k)` is a stored slot vector of [`sweep_decode`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn put(s: *mut __m256i, k: usize, v: f32) {
+    // SAFETY: forwarded from the caller.
+    unsafe { s.add(k).write(_mm256_castps_si256(_mm256_set1_ps(v))) }
+}
+
 /// The stored activation levels `slot[0..8]` as the activation side of [`unsigned_sums_of`].
 ///
 /// # Safety
 /// Requires AVX2; `s` points at a stored slot of [`sweep_decode`].
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn stored(s: *const __m256i) -> impl Fn(usize) -> __m256i {
     // SAFETY: v < 8 lies in the slot (caller contract); the buffer is 32-byte aligned.
     move |v: usize| unsafe { _mm256_load_si256(s.add(v)) }
@@ -389,8 +404,7 @@ unsafe fn q4_q5_decode<const Q5: bool>(
             y,
             |i, s| {
                 s.add(8).write(_mm256_set1_epi32(*xb.add(i)));
-                s.add(9)
-                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
+                put(s, 9, *asc.add(i));
             },
             |p, j, slot, acc| {
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
@@ -436,20 +450,12 @@ unsafe fn q4k_decode(
             y,
             |i, s| {
                 let xsum = *as16.add(2 * i) + *as16.add(2 * i + 1);
-                s.add(8)
-                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
-                s.add(9).write(_mm256_castps_si256(_mm256_set1_ps(xsum)));
+                put(s, 8, *asc.add(i));
+                put(s, 9, xsum);
             },
             |p, j, slot, acc| {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-                let widen = |at: usize| {
-                    let bytes = _mm_loadl_epi64(p.add(at) as *const __m128i);
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
-                };
                 for sub in 0..8 {
-                    let sc = _mm256_mul_ps(d, widen(Q4K_SCALES + ROWS * sub));
-                    let m = _mm256_mul_ps(dmin, widen(Q4K_MINS + ROWS * sub));
+                    let (sc, m) = q4k_scales(p, sub);
                     let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
                     for (t, a) in acc.iter_mut().enumerate() {
                         let s = slot(t, j + sub);
@@ -493,12 +499,9 @@ unsafe fn q6k_decode(
             n,
             y,
             |i, s| {
-                s.add(8)
-                    .write(_mm256_castps_si256(_mm256_set1_ps(*asc.add(i))));
-                s.add(9)
-                    .write(_mm256_castps_si256(_mm256_set1_ps(*as16.add(2 * i))));
-                s.add(10)
-                    .write(_mm256_castps_si256(_mm256_set1_ps(*as16.add(2 * i + 1))));
+                put(s, 8, *asc.add(i));
+                put(s, 9, *as16.add(2 * i));
+                put(s, 10, *as16.add(2 * i + 1));
             },
             |p, j, slot, acc| {
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
@@ -598,15 +601,8 @@ unsafe fn q4k(
     // of block b.
     unsafe {
         sweep(w, groups, n, y, |p, b, acc, t0| {
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-            let widen = |at: usize| {
-                let bytes = _mm_loadl_epi64(p.add(at) as *const __m128i);
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
-            };
             for sub in 0..8 {
-                let sc = _mm256_mul_ps(d, widen(Q4K_SCALES + ROWS * sub));
-                let m = _mm256_mul_ps(dmin, widen(Q4K_MINS + ROWS * sub));
+                let (sc, m) = q4k_scales(p, sub);
                 let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
                 for (k, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + k) * act_groups + 8 * b + sub;
@@ -668,6 +664,29 @@ unsafe fn q6k(
                 }
             }
         })
+    }
+}
+
+/// Q4_K sub-block `sub` of the group block at `p`: its 8 rows' scales (d·sc) and mins
+/// (dmin·m).
+///
+/// # Safety
+/// Requires AVX2; `p` is one packed Q4_K group block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_scales(p: *const u8, sub: usize) -> (__m256, __m256) {
+    // SAFETY: the scales, mins and their byte tables lie in the group block (caller contract).
+    unsafe {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+        let widen = |at: usize| {
+            let bytes = _mm_loadl_epi64(p.add(at) as *const __m128i);
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
+        };
+        (
+            _mm256_mul_ps(d, widen(Q4K_SCALES + ROWS * sub)),
+            _mm256_mul_ps(dmin, widen(Q4K_MINS + ROWS * sub)),
+        )
     }
 }
 
