@@ -83,12 +83,24 @@ impl RopeTable {
     }
 }
 
-/// `gate = act(gate) * up`, elementwise.
-pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
-    match act {
-        Activation::Silu => vecmath::silu_mul(gate, up),
-        Activation::GeluTanh => vecmath::gelu_tanh_mul(gate, up),
-    }
+/// Elements of the gated activation per pool task (a multiple of the SIMD width, so splitting
+/// changes no result): one task, run inline, for a decode step of one sequence.
+const GATE_PIECE: usize = 8192;
+
+/// `gate = act(gate) * up`, elementwise, in pieces over the pool (a serial pass was ~1 % of a
+/// batch-8 step and ~2.5 % of a prefill, with the other core waiting).
+pub fn gated_activation(pool: &ThreadPool, act: Activation, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "gate and up shapes");
+    let g = SendPtr(gate.as_mut_ptr());
+    pool.run(up.len().div_ceil(GATE_PIECE), &|t| {
+        let r = t * GATE_PIECE..((t + 1) * GATE_PIECE).min(up.len());
+        // SAFETY: tasks take disjoint ranges of `gate`, which outlives `pool.run`.
+        let gate = unsafe { std::slice::from_raw_parts_mut(g.get().add(r.start), r.len()) };
+        match act {
+            Activation::Silu => vecmath::silu_mul(gate, &up[r]),
+            Activation::GeluTanh => vecmath::gelu_tanh_mul(gate, &up[r]),
+        }
+    });
 }
 
 /// Where each token of a step sits: which sequence (index into the step's KV tables) and at
@@ -194,6 +206,32 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gated_activation_in_pieces_equals_one_pass() {
+        let n = 3 * GATE_PIECE + 13;
+        let up: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 * 0.02 - 1.0)
+            .collect();
+        let gate0: Vec<f32> = (0..n).map(|i| ((i * 53) % 97) as f32 * 0.1 - 4.8).collect();
+        let pool = ThreadPool::new(2);
+        for (act, whole) in [
+            (
+                Activation::Silu,
+                vecmath::silu_mul as fn(&mut [f32], &[f32]),
+            ),
+            (Activation::GeluTanh, vecmath::gelu_tanh_mul),
+        ] {
+            let mut want = gate0.clone();
+            whole(&mut want, &up);
+            let mut got = gate0.clone();
+            gated_activation(&pool, act, &mut got, &up);
+            assert!(want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 
     #[test]
     fn rms_norm_normalizes() {

@@ -80,7 +80,7 @@ pub(crate) fn feed_forward(ctx: &StepContext<'_>, w: &LayerWeights, s: &mut Scra
         n,
         [(&w.w_gate, None, &mut s.gate), (&w.w_up, None, &mut s.up)],
     );
-    layers::gated_activation(ctx.cfg.activation, &mut s.gate, &s.up);
+    layers::gated_activation(ctx.pool, ctx.cfg.activation, &mut s.gate, &s.up);
     linear(ctx.pool, &w.w_down, None, &s.gate, n, &mut s.proj);
 }
 
