@@ -424,8 +424,9 @@ fn packed_job(
     n: usize,
     outs: &[SendPtr],
 ) {
-    // Groups per task: decode batches take longer runs (the Q4_0/Q5_0 decode kernel broadcasts
-    // the activations once per task) while keeping ~4 tasks per thread for balance.
+    // Groups per task: decode batches take longer runs (the decode kernels store the broadcast
+    // activations once per task, `x86::packed::sweep_decode`) while keeping ~4 tasks per thread
+    // for balance.
     let per_task = |w: &WeightMatrix| match n <= TILE {
         true => (w.rows / packed::ROWS / (4 * pool.threads())).clamp(
             GEMV_ROWS_PER_TASK / packed::ROWS,

@@ -298,10 +298,11 @@ unsafe fn sweep_decode<const S: usize>(
     let gbb = group_block_bytes(w.ty);
     let aq = acts.q.as_ptr();
     EXPANDED.with_borrow_mut(|buf| {
-        // SAFETY: an all-zero __m256i is valid.
-        buf.resize(DECODE_ROWS * CHUNK_GROUPS * S, unsafe {
-            std::mem::zeroed()
-        });
+        let need = DECODE_ROWS * CHUNK_GROUPS * S;
+        if buf.len() < need {
+            // SAFETY: an all-zero __m256i is valid.
+            buf.resize(need, unsafe { std::mem::zeroed() });
+        }
         let e = buf.as_mut_ptr();
         let slot = |t: usize, k: usize| {
             debug_assert!(t < DECODE_ROWS && k < CHUNK_GROUPS);
