@@ -267,4 +267,34 @@ impl Engine {
         s.tokens = blocks.len() * bt;
         Ok(())
     }
+
+    /// Appends to sequence `id`, whose tokens fill whole blocks, a copy of the first `n`
+    /// tokens of block `src` (a cached block whose head matches the prompt's next tokens):
+    /// a fresh block is allocated and those slots' keys and values copied into it, since the
+    /// sequence writes its own tokens after them.
+    pub fn adopt_partial(&mut self, id: SeqId, src: crate::kv::BlockId, n: usize) -> Result<()> {
+        let bt = self.kv.block_tokens();
+        let ctx = self.model.config.context_tokens;
+        let s = self.seqs.get(&id).ok_or_else(|| unknown(id))?;
+        if s.tokens != s.blocks.len() * bt || n == 0 || n >= bt || s.tokens + n > ctx {
+            return Err(EngineError::InvalidRequest(format!(
+                "sequence {id} cannot take {n} copied tokens after its {} tokens",
+                s.tokens
+            )));
+        }
+        if src as usize >= self.kv.total_blocks() || self.kv.refcount(src) == 0 {
+            return Err(EngineError::InvalidRequest(format!(
+                "block {src} is not a live KV block"
+            )));
+        }
+        let dst = self.kv.allocate()?;
+        self.kv.copy_slots(src, dst, n);
+        let Some(s) = self.seqs.get_mut(&id) else {
+            self.kv.release(dst);
+            return Err(unknown(id));
+        };
+        s.blocks.push(dst);
+        s.tokens += n;
+        Ok(())
+    }
 }

@@ -123,6 +123,18 @@ impl KvPool {
         &self.values[o..o + n * self.kv_dim]
     }
 
+    /// Copies the keys and values of slots `0..n` of block `src` into block `dst`, every layer
+    /// (a cached block's head reused by a sequence that then writes past it).
+    pub fn copy_slots(&mut self, src: BlockId, dst: BlockId, n: usize) {
+        assert!(n <= self.block_tokens && src != dst, "copy_slots range");
+        for layer in 0..self.n_layers {
+            let (from, to) = (self.offset(layer, src, 0), self.offset(layer, dst, 0));
+            let len = n * self.kv_dim;
+            self.keys.copy_within(from..from + len, to);
+            self.values.copy_within(from..from + len, to);
+        }
+    }
+
     /// Stores one token's key and value.
     pub fn write(&mut self, layer: usize, block: BlockId, slot: usize, key: &[f32], value: &[f32]) {
         let o = self.offset(layer, block, slot);

@@ -33,6 +33,8 @@ pub struct PrefixCacheStats {
     pub hit_blocks: u64,
     /// Blocks added to the cache.
     pub inserted_blocks: u64,
+    /// Tokens copied from the head of a cached block after the full-block hits.
+    pub partial_hit_tokens: u64,
     /// Blocks dropped to make room.
     pub evicted_blocks: u64,
 }
@@ -42,6 +44,8 @@ pub struct PrefixCacheStats {
 pub struct PrefixCache {
     block_tokens: usize,
     entries: HashMap<u64, Entry>,
+    /// Hashes of the cached blocks that follow each prefix hash (for partial-block hits).
+    children: HashMap<u64, Vec<u64>>,
     tick: u64,
     stats: PrefixCacheStats,
 }
@@ -62,6 +66,7 @@ impl PrefixCache {
         Self {
             block_tokens: block_tokens.max(1),
             entries: HashMap::new(),
+            children: HashMap::new(),
             tick: 0,
             stats: Default::default(),
         }
@@ -100,6 +105,47 @@ impl PrefixCache {
         found
     }
 
+    /// After `full` blocks of `tokens` found by [`Self::lookup`], the cached block that follows
+    /// them and whose head matches most of the next tokens, at most `max` of them: (block,
+    /// matching tokens ≥ 1). The block is not adopted: the caller copies that head
+    /// (`Engine::adopt_partial`), since its sequence writes its own tokens after it.
+    pub fn lookup_partial(
+        &mut self,
+        tokens: &[u32],
+        full: usize,
+        max: usize,
+    ) -> Option<(BlockId, usize)> {
+        let bt = self.block_tokens;
+        let rest = tokens.get(full * bt..)?;
+        let max = max.min(bt - 1).min(rest.len());
+        if max == 0 {
+            return None;
+        }
+        let parent = tokens[..full * bt]
+            .chunks_exact(bt)
+            .fold(ROOT_HASH, chain_hash);
+        let (mut best, mut best_len) = (None, 0);
+        for h in self.children.get(&parent)? {
+            let Some(e) = self.entries.get(h) else {
+                continue;
+            };
+            let len = e
+                .tokens
+                .iter()
+                .zip(&rest[..max])
+                .take_while(|(a, b)| a == b)
+                .count();
+            if len > best_len {
+                (best, best_len) = (Some(*h), len);
+            }
+        }
+        let e = self.entries.get_mut(&best?)?;
+        self.tick += 1;
+        e.last_used = self.tick;
+        self.stats.partial_hit_tokens += best_len as u64;
+        Some((e.block, best_len))
+    }
+
     /// Records the full blocks of a sequence: `blocks[i]` holds `tokens[i*bt..(i+1)*bt]`, all
     /// computed. Blocks already cached for the same prefix are left as they are.
     pub fn insert(&mut self, tokens: &[u32], blocks: &[BlockId], pool: &mut KvPool) {
@@ -118,6 +164,7 @@ impl PrefixCache {
                 None => {
                     pool.retain(block);
                     self.stats.inserted_blocks += 1;
+                    self.children.entry(parent).or_default().push(h);
                     let tokens = chunk.into();
                     self.entries.insert(
                         h,
@@ -158,6 +205,12 @@ impl PrefixCache {
         let mut freed = 0;
         for (_, _, h) in idle.into_iter().take(want) {
             if let Some(e) = self.entries.remove(&h) {
+                if let Some(c) = self.children.get_mut(&e.parent) {
+                    c.retain(|&x| x != h);
+                    if c.is_empty() {
+                        self.children.remove(&e.parent);
+                    }
+                }
                 pool.release(e.block);
                 freed += 1;
             }
@@ -168,6 +221,7 @@ impl PrefixCache {
 
     /// Drops every reference the cache holds.
     pub fn clear(&mut self, pool: &mut KvPool) {
+        self.children.clear();
         for (_, e) in self.entries.drain() {
             pool.release(e.block);
         }
@@ -187,6 +241,41 @@ mod tests {
         (0..tokens.div_ceil(4))
             .map(|_| pool.allocate().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn partial_lookup_finds_the_longest_head_after_the_full_hits() {
+        let mut p = pool(8);
+        let mut c = PrefixCache::new(4);
+        let a: Vec<u32> = (0..10).collect();
+        let blocks = seq_blocks(&mut p, a.len());
+        c.insert(&a, &blocks, &mut p);
+        let b: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 9, 9];
+        assert_eq!(c.lookup(&b, 2), vec![blocks[0]]);
+        assert_eq!(c.lookup_partial(&b, 1, 3), Some((blocks[1], 2)));
+        assert_eq!(
+            c.lookup_partial(&b, 1, 1),
+            Some((blocks[1], 1)),
+            "capped at max"
+        );
+        assert_eq!(c.lookup_partial(&b, 1, 0), None);
+        assert_eq!(
+            c.lookup_partial(&[0, 1, 2, 3, 9], 1, 3),
+            None,
+            "no common head"
+        );
+        assert_eq!(
+            c.lookup_partial(&[7, 1, 2], 0, 2),
+            None,
+            "no cached first block"
+        );
+        assert_eq!(c.stats().partial_hit_tokens, 3);
+        // Once evicted, the block is no longer offered.
+        for b in &blocks {
+            p.release(*b);
+        }
+        assert_eq!(c.evict(&mut p, 8), 2);
+        assert_eq!(c.lookup_partial(&b, 1, 3), None);
     }
 
     #[test]

@@ -477,6 +477,19 @@ impl Scheduler {
             }
             s.seq = Some(id);
             s.computed = hits.len() * bt;
+            if self.cfg.prefix_cache {
+                // The head of a cached block that follows the hits (an identical prompt, the
+                // previous turn's last partial block) is copied, not recomputed; one prompt
+                // token is always left to compute, for its logits. Without a free block it is
+                // simply computed.
+                let max = s.prompt_len - 1 - s.computed;
+                let tokens = &s.tokens[..s.prompt_len];
+                if let Some((src, n)) = self.cache.lookup_partial(tokens, hits.len(), max) {
+                    if self.engine.adopt_partial(id, src, n).is_ok() {
+                        s.computed += n;
+                    }
+                }
+            }
             s.cached_tokens = s.computed;
             self.stats
                 .prompt_tokens

@@ -316,15 +316,27 @@ fn shared_prefix_is_computed_once() {
         panic!()
     };
     assert_eq!(
-        usage.cached_tokens, 20,
-        "five full blocks of the shared 22 tokens"
+        usage.cached_tokens, 22,
+        "the shared 22 tokens: five full blocks adopted, the head of the sixth copied"
     );
     assert_eq!(
         s.stats.prompt_tokens_computed.load(Relaxed),
-        (a.len() + b.len() - 20) as u64
+        (a.len() + b.len() - 22) as u64
     );
-    assert_eq!(s.stats.prompt_tokens_cached.load(Relaxed), 20);
+    assert_eq!(s.stats.prompt_tokens_cached.load(Relaxed), 22);
     assert!(s.cache.stats().hit_blocks >= 5);
+    assert_eq!(s.cache.stats().partial_hit_tokens, 2);
+    // A prompt ending inside a cached block computes only its last token.
+    let d = a[..23].to_vec();
+    let (rd, rxd) = request(d.clone(), 3);
+    s.enqueue(rd, Instant::now());
+    drain(&mut s);
+    let td = collect(&rxd);
+    assert_eq!(td.0, solo(d, 3).0, "copied KV gives the same tokens");
+    let Event::Finished { usage, .. } = td.1 else {
+        panic!()
+    };
+    assert_eq!(usage.cached_tokens, 22);
     // A whole-prompt hit still computes the last token for its logits.
     let (rc, rxc) = request(a.clone(), 3);
     s.enqueue(rc, Instant::now());
