@@ -122,27 +122,29 @@ unsafe fn sweep(
     }
 }
 
-/// Integer sums of 8 level vectors `wv` (unsigned, < 32) with the 32 activation bytes at
-/// `x`: lane r = Σ over the 32 columns of row r. One maddubs i16 lane is at most 2·31·127:
-/// four of them add up below 32768, eight too when `LT16` (levels < 16).
+/// The activation side of 32 columns for the kernels: vector v is the 4 level bytes of columns
+/// `4v..4v+4` repeated 8 times, broadcast from the 32 bytes at `x` (see [`stored`] for the
+/// decode kernels' already broadcast ones).
 ///
 /// # Safety
 /// Requires AVX2; 32 bytes are readable at `x`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unsigned_sums<const LT16: bool>(wv: &[__m256i; 8], x: *const i32) -> __m256i {
-    // SAFETY: the 8 dword reads lie in the 32 bytes at x.
-    unsafe { unsigned_sums_of::<LT16>(wv, |v| _mm256_set1_epi32(x.add(v).read_unaligned())) }
+unsafe fn broadcasts(x: *const i8) -> impl Fn(usize) -> __m256i {
+    // SAFETY: v < 8: the dword lies in the 32 bytes at x (caller contract).
+    move |v: usize| unsafe { _mm256_set1_epi32((x as *const i32).add(v).read_unaligned()) }
 }
 
-/// [`unsigned_sums`] with activation vector `v` (4 bytes repeated 8 times) given by `xv(v)`:
-/// a broadcast, or a load of an already broadcast vector (`decode_rows`).
+/// Integer sums of 8 level vectors `wv` (unsigned, < 32) with 32 activation bytes (`xv`, from
+/// [`broadcasts`] or [`stored`]): lane r = Σ over the 32 columns of row r. One maddubs i16
+/// lane is at most 2·31·127: four of them add up below 32768, eight too when `LT16` (levels
+/// < 16).
 ///
 /// # Safety
 /// Requires AVX2; `xv` is safe to call for v < 8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unsigned_sums_of<const LT16: bool>(
+unsafe fn unsigned_sums<const LT16: bool>(
     wv: &[__m256i; 8],
     xv: impl Fn(usize) -> __m256i,
 ) -> __m256i {
@@ -157,6 +159,87 @@ unsafe fn unsigned_sums_of<const LT16: bool>(
             _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
         }
     }
+}
+
+/// One activation row against a Q4_0 / Q5_0 (`Q5`) group block of levels `wv` and scales `d`:
+/// `acc + (Σ level·q − bias·Σq) · (d · xs)`, given `bias·Σq` and `xs` in all lanes. Shared by
+/// both kernels, so they do the same arithmetic in the same order.
+///
+/// # Safety
+/// Requires AVX2; as [`unsigned_sums`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_q5_row<const Q5: bool>(
+    wv: &[__m256i; 8],
+    d: __m256,
+    xv: impl Fn(usize) -> __m256i,
+    xbias: __m256i,
+    xs: __m256,
+    acc: __m256,
+) -> __m256 {
+    // SAFETY: forwarded from the caller.
+    let sums = unsafe {
+        if Q5 {
+            unsigned_sums::<false>(wv, xv)
+        } else {
+            unsigned_sums::<true>(wv, xv)
+        }
+    };
+    let isum = _mm256_sub_epi32(sums, xbias);
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xs), acc)
+}
+
+/// One activation row against a Q4_K sub-block (levels `wv`, scales `sc`, mins `m`):
+/// `acc + Σ level·q · (sc · xs) − m · xsum`, given `xs` and `xsum` (= xs·Σq) in all lanes.
+///
+/// # Safety
+/// Requires AVX2; as [`unsigned_sums`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_row(
+    wv: &[__m256i; 8],
+    (sc, m): (__m256, __m256),
+    xv: impl Fn(usize) -> __m256i,
+    xs: __m256,
+    xsum: __m256,
+    acc: __m256,
+) -> __m256 {
+    // SAFETY: forwarded from the caller.
+    let isum = unsafe { unsigned_sums::<true>(wv, xv) };
+    let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(sc, xs), acc);
+    _mm256_fnmadd_ps(m, xsum, v)
+}
+
+/// One activation row against a Q6_K sub-block (levels `wv` < 64; per 16-column half a scale
+/// and its offset factor, [`q6k_scales`]): per half `Σ level·q · (sc · xs) + off · sum`,
+/// given `xs` and the halves' xs·Σq in all lanes.
+///
+/// # Safety
+/// Requires AVX2; `xv` is safe to call for v < 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_row(
+    wv: &[__m256i; 8],
+    (sc_lo, sc_hi, off_lo, off_hi): (__m256, __m256, __m256, __m256),
+    xv: impl Fn(usize) -> __m256i,
+    xs: __m256,
+    (sum_lo, sum_hi): (__m256, __m256),
+    acc: __m256,
+) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let m = |v: usize| _mm256_maddubs_epi16(wv[v], xv(v));
+    // Levels < 64: two maddubs i16 lanes add up below 2·2·63·127 < 32768.
+    let half = |v: usize| {
+        _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_add_epi16(m(v), m(v + 1)), ones),
+            _mm256_madd_epi16(_mm256_add_epi16(m(v + 2), m(v + 3)), ones),
+        )
+    };
+    let mut v = acc;
+    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(0)), _mm256_mul_ps(sc_lo, xs), v);
+    v = _mm256_fmadd_ps(off_lo, sum_lo, v);
+    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(4)), _mm256_mul_ps(sc_hi, xs), v);
+    _mm256_fmadd_ps(off_hi, sum_hi, v)
 }
 
 /// The 8 nibble vectors of 4 chunks at `p` (chunk k: vector 2k low, 2k + 1 high).
@@ -204,16 +287,9 @@ unsafe fn q4_q5<const Q5: bool>(
             let wv = q4_q5_levels::<Q5>(w.ty, p);
             for (k, a) in acc.iter_mut().enumerate() {
                 let i = (t0 + k) * blocks + b;
-                let x = aq.add(i * GROUP) as *const i32;
                 debug_assert_eq!(i * GROUP, (t0 + k) * cols + GROUP * b);
-                let sums = if Q5 {
-                    unsigned_sums::<false>(&wv, x)
-                } else {
-                    unsigned_sums::<true>(&wv, x)
-                };
-                let isum = _mm256_sub_epi32(sums, _mm256_set1_epi32(*xb.add(i)));
-                let s = _mm256_mul_ps(d, _mm256_set1_ps(*asc.add(i)));
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
+                let (xbias, xs) = (_mm256_set1_epi32(*xb.add(i)), _mm256_set1_ps(*asc.add(i)));
+                *a = q4_q5_row::<Q5>(&wv, d, broadcasts(aq.add(i * GROUP)), xbias, xs, *a);
             }
         })
     }
@@ -320,10 +396,9 @@ unsafe fn sweep_decode<const S: usize>(
                 for t in 0..n {
                     for k in 0..cg {
                         let i = t * act_groups + c0 + k;
-                        let x = aq.add(i * GROUP) as *const i32;
-                        let s = slot(t, k);
+                        let (x, s) = (broadcasts(aq.add(i * GROUP)), slot(t, k));
                         for v in 0..8 {
-                            s.add(v).write(_mm256_set1_epi32(x.add(v).read_unaligned()));
+                            s.add(v).write(x(v));
                         }
                         fill(i, s);
                     }
@@ -368,7 +443,18 @@ unsafe fn put(s: *mut __m256i, k: usize, v: f32) {
     unsafe { s.add(k).write(_mm256_castps_si256(_mm256_set1_ps(v))) }
 }
 
-/// The stored activation levels `slot[0..8]` as the activation side of [`unsigned_sums_of`].
+/// Slot vector `k` at `s` as floats (a value [`put`] stored in all lanes).
+///
+/// # Safety
+/// Requires AVX2; `s.add(k)` is a stored slot vector of [`sweep_decode`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes(s: *const __m256i, k: usize) -> __m256 {
+    // SAFETY: forwarded from the caller; the buffer is 32-byte aligned.
+    unsafe { _mm256_castsi256_ps(_mm256_load_si256(s.add(k))) }
+}
+
+/// The stored activation levels `slot[0..8]` as the activation side of [`unsigned_sums`].
 ///
 /// # Safety
 /// Requires AVX2; `s` points at a stored slot of [`sweep_decode`].
@@ -412,14 +498,8 @@ unsafe fn q4_q5_decode<const Q5: bool>(
                 let wv = q4_q5_levels::<Q5>(w.ty, p);
                 for (t, a) in acc.iter_mut().enumerate() {
                     let s = slot(t, j);
-                    let sums = if Q5 {
-                        unsigned_sums_of::<false>(&wv, stored(s))
-                    } else {
-                        unsigned_sums_of::<true>(&wv, stored(s))
-                    };
-                    let isum = _mm256_sub_epi32(sums, _mm256_load_si256(s.add(8)));
-                    let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
-                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, xs), *a);
+                    let (xbias, xs) = (_mm256_load_si256(s.add(8)), lanes(s, 9));
+                    *a = q4_q5_row::<Q5>(&wv, d, stored(s), xbias, xs, *a);
                 }
             },
         )
@@ -456,16 +536,11 @@ unsafe fn q4k_decode(
             },
             |p, j, slot, acc| {
                 for sub in 0..8 {
-                    let (sc, m) = q4k_scales(p, sub);
+                    let scales = q4k_scales(p, sub);
                     let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
                     for (t, a) in acc.iter_mut().enumerate() {
                         let s = slot(t, j + sub);
-                        let isum = unsigned_sums_of::<true>(&wv, stored(s));
-                        let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(8)));
-                        let xsum = _mm256_castsi256_ps(_mm256_load_si256(s.add(9)));
-                        let v =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(sc, xs), *a);
-                        *a = _mm256_fnmadd_ps(m, xsum, v);
+                        *a = q4k_row(&wv, scales, stored(s), lanes(s, 8), lanes(s, 9), *a);
                     }
                 }
             },
@@ -487,7 +562,6 @@ unsafe fn q6k_decode(
     n: usize,
     y: *mut f32,
 ) {
-    let ones = _mm256_set1_epi16(1);
     let minus32 = _mm256_set1_ps(-32.0);
     let (asc, as16) = (acts.scale.as_ptr(), acts.sum16.as_ptr());
     // SAFETY (both closures): i is an activation group of a row < n; weight reads are in the
@@ -507,33 +581,12 @@ unsafe fn q6k_decode(
             |p, j, slot, acc| {
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
                 for sub in 0..8 {
-                    let (sc_lo, sc_hi, off_lo, off_hi) = q6k_scales(p, d, minus32, sub);
+                    let scales = q6k_scales(p, d, minus32, sub);
                     let wv = q6k_levels(p, sub);
                     for (t, a) in acc.iter_mut().enumerate() {
                         let s = slot(t, j + sub);
-                        let m = |v: usize| _mm256_maddubs_epi16(wv[v], _mm256_load_si256(s.add(v)));
-                        // Levels < 64: two maddubs i16 lanes add up below 2·2·63·127 < 32768.
-                        let half = |v: usize| {
-                            _mm256_add_epi32(
-                                _mm256_madd_epi16(_mm256_add_epi16(m(v), m(v + 1)), ones),
-                                _mm256_madd_epi16(_mm256_add_epi16(m(v + 2), m(v + 3)), ones),
-                            )
-                        };
-                        let xs = _mm256_castsi256_ps(_mm256_load_si256(s.add(8)));
-                        let at = |k: usize| _mm256_castsi256_ps(_mm256_load_si256(s.add(k)));
-                        let mut v = *a;
-                        v = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(half(0)),
-                            _mm256_mul_ps(sc_lo, xs),
-                            v,
-                        );
-                        v = _mm256_fmadd_ps(off_lo, at(9), v);
-                        v = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(half(4)),
-                            _mm256_mul_ps(sc_hi, xs),
-                            v,
-                        );
-                        *a = _mm256_fmadd_ps(off_hi, at(10), v);
+                        let sums = (lanes(s, 9), lanes(s, 10));
+                        *a = q6k_row(&wv, scales, stored(s), lanes(s, 8), sums, *a);
                     }
                 }
             },
@@ -566,10 +619,9 @@ unsafe fn q8(
             let wabs = wv.map(|v| _mm256_abs_epi8(v));
             for (k, a) in acc.iter_mut().enumerate() {
                 let i = (t0 + k) * blocks + b;
-                let x = aq.add(i * GROUP) as *const i32;
+                let x = broadcasts(aq.add(i * GROUP));
                 let m = |v: usize| {
-                    let xb = _mm256_set1_epi32(x.add(v).read_unaligned());
-                    let p = _mm256_maddubs_epi16(wabs[v], _mm256_sign_epi8(xb, wv[v]));
+                    let p = _mm256_maddubs_epi16(wabs[v], _mm256_sign_epi8(x(v), wv[v]));
                     _mm256_madd_epi16(p, ones)
                 };
                 let s01 = _mm256_add_epi32(m(0), m(1));
@@ -603,16 +655,13 @@ unsafe fn q4k(
     unsafe {
         sweep(w, groups, n, y, |p, b, acc, t0| {
             for sub in 0..8 {
-                let (sc, m) = q4k_scales(p, sub);
+                let scales = q4k_scales(p, sub);
                 let wv = nibbles(p.add(Q4K_NIBBLES + 128 * sub));
                 for (k, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + k) * act_groups + 8 * b + sub;
-                    let x = aq.add(i * GROUP) as *const i32;
-                    let isum = unsigned_sums::<true>(&wv, x);
-                    let s = _mm256_mul_ps(sc, _mm256_set1_ps(*asc.add(i)));
-                    let xsum = *as16.add(2 * i) + *as16.add(2 * i + 1);
-                    let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *a);
-                    *a = _mm256_fnmadd_ps(m, _mm256_set1_ps(xsum), v);
+                    let xs = _mm256_set1_ps(*asc.add(i));
+                    let xsum = _mm256_set1_ps(*as16.add(2 * i) + *as16.add(2 * i + 1));
+                    *a = q4k_row(&wv, scales, broadcasts(aq.add(i * GROUP)), xs, xsum, *a);
                 }
             }
         })
@@ -632,7 +681,6 @@ unsafe fn q6k(
     y: *mut f32,
 ) {
     let act_groups = w.cols / GROUP;
-    let ones = _mm256_set1_epi16(1);
     let minus32 = _mm256_set1_ps(-32.0);
     let (aq, asc, as16) = (acts.q.as_ptr(), acts.scale.as_ptr(), acts.sum16.as_ptr());
     // SAFETY: every read below is in group block p or in activation row t < n, its 8 groups
@@ -641,27 +689,16 @@ unsafe fn q6k(
         sweep(w, groups, n, y, |p, b, acc, t0| {
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             for sub in 0..8 {
-                let (sc_lo, sc_hi, off_lo, off_hi) = q6k_scales(p, d, minus32, sub);
+                let scales = q6k_scales(p, d, minus32, sub);
                 let wv = q6k_levels(p, sub);
                 for (k, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + k) * act_groups + 8 * b + sub;
-                    let x = aq.add(i * GROUP) as *const i32;
-                    let m = |v: usize| {
-                        _mm256_maddubs_epi16(wv[v], _mm256_set1_epi32(x.add(v).read_unaligned()))
-                    };
-                    // Levels < 64: two maddubs i16 lanes add up below 2·2·63·127 < 32768.
-                    let half = |v: usize| {
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(_mm256_add_epi16(m(v), m(v + 1)), ones),
-                            _mm256_madd_epi16(_mm256_add_epi16(m(v + 2), m(v + 3)), ones),
-                        )
-                    };
                     let xs = _mm256_set1_ps(*asc.add(i));
-                    let mut v = *a;
-                    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(0)), _mm256_mul_ps(sc_lo, xs), v);
-                    v = _mm256_fmadd_ps(off_lo, _mm256_set1_ps(*as16.add(2 * i)), v);
-                    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(half(4)), _mm256_mul_ps(sc_hi, xs), v);
-                    *a = _mm256_fmadd_ps(off_hi, _mm256_set1_ps(*as16.add(2 * i + 1)), v);
+                    let sums = (
+                        _mm256_set1_ps(*as16.add(2 * i)),
+                        _mm256_set1_ps(*as16.add(2 * i + 1)),
+                    );
+                    *a = q6k_row(&wv, scales, broadcasts(aq.add(i * GROUP)), xs, sums, *a);
                 }
             }
         })
