@@ -254,17 +254,23 @@ impl Engine {
             )));
         }
         for &b in blocks {
-            if b as usize >= self.kv.total_blocks() || self.kv.refcount(b) == 0 {
-                return Err(EngineError::InvalidRequest(format!(
-                    "block {b} is not a live KV block"
-                )));
-            }
+            Self::check_live(&self.kv, b)?;
         }
         for &b in blocks {
             self.kv.retain(b);
         }
         s.blocks = blocks.to_vec();
         s.tokens = blocks.len() * bt;
+        Ok(())
+    }
+
+    /// Whether `b` is an allocated block of the pool (one a cache or sequence holds).
+    fn check_live(kv: &KvPool, b: crate::kv::BlockId) -> Result<()> {
+        if b as usize >= kv.total_blocks() || kv.refcount(b) == 0 {
+            return Err(EngineError::InvalidRequest(format!(
+                "block {b} is not a live KV block"
+            )));
+        }
         Ok(())
     }
 
@@ -282,11 +288,7 @@ impl Engine {
                 s.tokens
             )));
         }
-        if src as usize >= self.kv.total_blocks() || self.kv.refcount(src) == 0 {
-            return Err(EngineError::InvalidRequest(format!(
-                "block {src} is not a live KV block"
-            )));
-        }
+        Self::check_live(&self.kv, src)?;
         let dst = self.kv.allocate()?;
         self.kv.copy_slots(src, dst, n);
         let Some(s) = self.seqs.get_mut(&id) else {

@@ -314,8 +314,8 @@ pub(crate) fn linear_many<const K: usize>(
     for (w, _, out) in proj.iter_mut() {
         out.resize(n * w.rows, 0.0);
     }
-    let ws: Vec<&WeightMatrix> = proj.iter().map(|p| p.0).collect();
-    let mut ys: Vec<&mut [f32]> = proj.iter_mut().map(|p| &mut p.2[..]).collect();
+    let ws: [&WeightMatrix; K] = std::array::from_fn(|i| proj[i].0);
+    let mut ys = proj.each_mut().map(|p| &mut p.2[..]);
     matmul_many(pool, &ws, x, n, &mut ys);
     for (w, bias, out) in proj {
         if let Some(b) = bias {
