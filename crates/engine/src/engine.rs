@@ -107,16 +107,29 @@ impl Engine {
         self.seqs.len()
     }
 
-    /// Drops the tokens of a sequence past `len` (e.g. to retry from an earlier point).
+    /// Drops the tokens of a sequence past `len` (a constraint's backtrack). Blocks past the
+    /// new end are released; if the new end falls inside a block shared with another holder
+    /// (the prefix cache, another sequence), that block is copied first, so that the tokens
+    /// written next never change KV someone else reads.
     pub fn truncate_sequence(&mut self, id: SeqId, len: usize) -> Result<()> {
+        let bt = self.kv.block_tokens();
         let s = self.seqs.get_mut(&id).ok_or_else(|| unknown(id))?;
-        if len < s.tokens {
-            let keep = len.div_ceil(self.kv.block_tokens());
-            for b in s.blocks.drain(keep..) {
-                self.kv.release(b);
-            }
-            s.tokens = len;
+        if len >= s.tokens {
+            return Ok(());
         }
+        let keep = len.div_ceil(bt);
+        let in_block = len % bt;
+        let shared_tail = in_block != 0 && self.kv.refcount(s.blocks[keep - 1]) > 1;
+        if shared_tail {
+            let copy = self.kv.allocate()?;
+            let src = std::mem::replace(&mut s.blocks[keep - 1], copy);
+            self.kv.copy_slots(src, copy, in_block);
+            self.kv.release(src);
+        }
+        for b in s.blocks.drain(keep..) {
+            self.kv.release(b);
+        }
+        s.tokens = len;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod generation;
 pub mod gguf;
+pub mod grammar;
 pub mod kv;
 pub mod model;
 pub mod prefix_cache;

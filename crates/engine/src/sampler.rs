@@ -89,6 +89,27 @@ impl TokenMask {
         }
     }
 
+    /// A mask over `vocab` tokens from 32-bit words (token i is bit i % 32 of word i / 32).
+    pub fn from_words32(words: &[u32], vocab: usize) -> Self {
+        let mut bits = vec![0u64; vocab.div_ceil(64)];
+        for (i, w) in bits.iter_mut().enumerate() {
+            let lo = words.get(2 * i).copied().unwrap_or(0) as u64;
+            let hi = words.get(2 * i + 1).copied().unwrap_or(0) as u64;
+            *w = lo | hi << 32;
+        }
+        if vocab % 64 != 0 {
+            if let Some(last) = bits.last_mut() {
+                *last &= (1u64 << (vocab % 64)) - 1;
+            }
+        }
+        Self { bits }
+    }
+
+    /// Allowed tokens.
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     /// Allows token `id`.
     pub fn allow(&mut self, id: u32) {
         if let Some(w) = self.bits.get_mut(id as usize / 64) {

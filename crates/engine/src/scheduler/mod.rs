@@ -8,156 +8,43 @@
 //! whole budget (prompt + max_tokens), so a running sequence never runs out of blocks; new work
 //! waits while the pool (free blocks plus idle cached blocks) cannot cover it.
 
+mod handle;
+mod request;
 mod sequence;
+mod stats;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::engine::{Engine, StepInput};
-use crate::generation::{FinishReason, StopConditions};
 use crate::prefix_cache::PrefixCache;
-use crate::sampler::{SamplingParams, TokenMask};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
 use sequence::{Progress, Sequence};
 
-/// A request checked by its API layer: prompt tokenized, every parameter in range.
-pub struct GenerationRequest {
-    pub prompt: Vec<u32>,
-    pub sampling: SamplingParams,
-    pub stop: StopConditions,
-    /// Limits which tokens may be sampled and may force tokens after them (grammars).
-    pub constraint: Option<Box<dyn TokenConstraint>>,
-    /// Ends the request with [`GenerationError::Timeout`] when it runs longer.
-    pub timeout: Option<Duration>,
-    /// Where the events of this request go.
-    pub events: Box<dyn EventSink>,
-}
+pub use handle::{Generated, Health, Limits, SchedulerHandle};
+pub use request::{
+    Accepted, Detokenizer, Event, EventSink, GenerationError, GenerationRequest, RequestId,
+    TextStream, TokenConstraint, Usage,
+};
+pub use stats::{SchedulerStats, BATCH_BUCKETS, MASK_US_BUCKETS};
 
-/// Restricts a sequence's tokens (a grammar, later) and may append forced tokens after a
-/// sampled one (jump-forward), which the next step feeds all at once.
-pub trait TokenConstraint: Send {
-    /// Tokens allowed next; None allows all.
-    fn allowed(&mut self) -> Option<&TokenMask>;
-    /// Records a sampled token; returns tokens forced after it, or why the token is a dead end.
-    fn accept(&mut self, token: u32) -> Result<Vec<u32>, String>;
-}
-
-/// Token counts of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    /// Prompt tokens served from the prefix cache instead of being computed.
-    pub cached_tokens: usize,
-}
-
-/// What a request hears from the scheduler: text deltas, then exactly one final event
-/// (unless the client went away first).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Clean text that is final (stop strings already cut, UTF-8 complete).
-    Text(String),
-    /// Generation ended normally.
-    Finished { reason: FinishReason, usage: Usage },
-    /// Generation failed; other requests are unaffected.
-    Failed(GenerationError),
-}
-
-/// The receiving end of a request, as the scheduler sees it.
-pub trait EventSink: Send {
-    /// Delivers an event; false when the receiver is gone (the request is then cancelled).
-    fn send(&mut self, event: Event) -> bool;
-    /// Whether the receiver is gone, checked before every step.
-    fn is_closed(&self) -> bool;
-}
-
-impl EventSink for mpsc::Sender<Event> {
-    fn send(&mut self, event: Event) -> bool {
-        mpsc::Sender::send(self, event).is_ok()
-    }
-    fn is_closed(&self) -> bool {
-        false
-    }
-}
-
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GenerationError {
-    #[error("the request timed out after {timeout_ms} ms")]
-    Timeout { timeout_ms: u64 },
-    #[error(
-        "the request needs {needed_tokens} tokens of KV cache (prompt + max_tokens) but the server \
-         holds {capacity_tokens} in all; shorten the prompt or lower max_tokens"
-    )]
-    NeverFits {
-        needed_tokens: usize,
-        capacity_tokens: usize,
-    },
-    #[error("prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the context of {context_tokens} tokens")]
-    ContextExceeded {
-        prompt_tokens: usize,
-        max_tokens: usize,
-        context_tokens: usize,
-    },
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    #[error("the model produced invalid logits (NaN)")]
-    InvalidLogits,
-    #[error("constraint: {0}")]
-    Constraint(String),
-    #[error("engine failure: {0}")]
-    Engine(String),
-    #[error("the server is shutting down")]
-    ShuttingDown,
-}
-
-/// Turns one sequence's token ids into text as they come.
-pub trait TextStream: Send {
-    /// Adds a token; returns text that became complete.
-    fn push(&mut self, id: u32) -> String;
-    /// Ends the text, returning what is still pending.
-    fn finish(&mut self) -> String;
-}
-
-impl TextStream for StreamDecoder {
-    fn push(&mut self, id: u32) -> String {
-        StreamDecoder::push(self, id)
-    }
-    fn finish(&mut self) -> String {
-        StreamDecoder::finish(self)
-    }
-}
-
-/// The vocabulary facts the scheduler needs.
-pub trait Detokenizer: Send + Sync {
-    /// A fresh text stream for one sequence.
-    fn stream(&self) -> Box<dyn TextStream>;
-    /// End-of-sequence token ids.
-    fn eos_ids(&self) -> &[u32];
-}
-
-impl Detokenizer for Tokenizer {
-    fn stream(&self) -> Box<dyn TextStream> {
-        Box::new(StreamDecoder::new(self))
-    }
-    fn eos_ids(&self) -> &[u32] {
-        Tokenizer::eos_ids(self)
-    }
-}
+use handle::{Command, Shared};
 
 /// Sizing of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Sequences advanced together at most; more wait in the queue.
     pub max_running_seqs: usize,
-    /// Tokens fed to one step at most (decode tokens first, then prompt chunks).
+    /// Tokens fed to one step at most (decode and forced tokens first, then prompt chunks).
     pub step_tokens: usize,
     /// Share KV blocks of identical prompt prefixes.
     pub prefix_cache: bool,
+    /// A fault to inject, for testing the supervision (never set in production).
+    pub fault: Option<Fault>,
 }
 
 impl Default for SchedulerConfig {
@@ -166,108 +53,30 @@ impl Default for SchedulerConfig {
             max_running_seqs: 8,
             step_tokens: 256,
             prefix_cache: true,
+            fault: None,
         }
     }
 }
 
-/// Fixed limits of a running scheduler, for validation before submitting.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub context_tokens: usize,
-    pub kv_capacity_tokens: usize,
-    pub kv_block_tokens: usize,
+/// A deliberate failure, for tests of the supervised thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The forward pass of step number `at_step` (counting from 1) panics.
+    PanicInStep { at_step: u64 },
+    /// The bookkeeping after step number `at_step` panics, leaving state that cannot be trusted.
+    PanicOutsideStep { at_step: u64 },
 }
 
-impl Limits {
-    /// Checks that a request of `prompt_tokens` + `max_tokens` can ever be served.
-    pub fn check(&self, prompt_tokens: usize, max_tokens: usize) -> Result<(), GenerationError> {
-        if prompt_tokens + max_tokens > self.context_tokens {
-            return Err(GenerationError::ContextExceeded {
-                prompt_tokens,
-                max_tokens,
-                context_tokens: self.context_tokens,
-            });
-        }
-        let needed =
-            (prompt_tokens + max_tokens).div_ceil(self.kv_block_tokens) * self.kv_block_tokens;
-        if needed > self.kv_capacity_tokens {
-            return Err(GenerationError::NeverFits {
-                needed_tokens: needed,
-                capacity_tokens: self.kv_capacity_tokens,
-            });
-        }
-        Ok(())
-    }
-}
+/// Panics in a row after which the engine is no longer trusted, even inside steps.
+const MAX_CONSECUTIVE_PANICS: u32 = 3;
 
-/// Number of batch-size histogram buckets: sizes ≤ 1, 2, 4, ..., 64, and more.
-pub const BATCH_BUCKETS: usize = 8;
-
-/// Live counters of the scheduler, read by the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct SchedulerStats {
-    pub waiting_seqs: AtomicUsize,
-    pub running_seqs: AtomicUsize,
-    pub kv_blocks_total: AtomicUsize,
-    pub kv_blocks_free: AtomicUsize,
-    pub kv_blocks_cached: AtomicUsize,
-    pub steps: AtomicU64,
-    /// Sequences in steps, by bucket (see [`BATCH_BUCKETS`]).
-    pub batch_seqs_buckets: [AtomicU64; BATCH_BUCKETS],
-    pub batch_seqs_sum: AtomicU64,
-    /// Prompt tokens of admitted requests.
-    pub prompt_tokens: AtomicU64,
-    /// Prompt tokens actually run through the model (the rest came from the prefix cache).
-    pub prompt_tokens_computed: AtomicU64,
-    pub prompt_tokens_cached: AtomicU64,
-    pub generated_tokens: AtomicU64,
-    pub prefix_lookup_blocks: AtomicU64,
-    pub prefix_hit_blocks: AtomicU64,
-    pub prefix_evicted_blocks: AtomicU64,
-    pub finished: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-enum Command {
-    Submit(Box<GenerationRequest>),
-}
-
-/// The handle async code holds: submits requests, reads stats. Cheap to clone.
-#[derive(Clone)]
-pub struct SchedulerHandle {
-    tx: mpsc::Sender<Command>,
-    closed: Arc<AtomicBool>,
-    stats: Arc<SchedulerStats>,
-    limits: Limits,
-}
-
-impl SchedulerHandle {
-    /// Queues a request; its events arrive on its sink.
-    pub fn submit(&self, req: GenerationRequest) -> Result<(), GenerationError> {
-        if self.closed.load(Relaxed) {
-            return Err(GenerationError::ShuttingDown);
-        }
-        self.tx
-            .send(Command::Submit(Box::new(req)))
-            .map_err(|_| GenerationError::ShuttingDown)
-    }
-
-    /// Stops taking requests; the thread ends once in-flight ones are done and every handle
-    /// is dropped.
-    pub fn close(&self) {
-        self.closed.store(true, Relaxed);
-    }
-
-    /// Live counters.
-    pub fn stats(&self) -> &SchedulerStats {
-        &self.stats
-    }
-
-    /// Context and KV limits.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
+/// Where the scheduler thread is, so that a caught panic can be judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Admission, bookkeeping, sampling: a panic here leaves state that cannot be trusted.
+    Bookkeeping,
+    /// Inside the batched forward pass: a panic fails that step's requests only.
+    Forward,
 }
 
 /// The scheduler state, owned by its thread.
@@ -279,6 +88,20 @@ pub struct Scheduler {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     stats: Arc<SchedulerStats>,
+    shared: Arc<Shared>,
+    /// Requests of the step being run.
+    in_step: Vec<RequestId>,
+    phase: Phase,
+    consecutive_panics: u32,
+    /// Steps started (a panicked one included), for fault injection.
+    steps_started: u64,
+}
+
+/// What a mask computation of one sequence came to.
+enum MaskOutcome {
+    Ready,
+    Failed(String),
+    Panicked(String),
 }
 
 impl Scheduler {
@@ -292,7 +115,7 @@ impl Scheduler {
         let sched = Scheduler::new(engine, detok, cfg);
         let handle = SchedulerHandle {
             tx,
-            closed: Arc::new(AtomicBool::new(false)),
+            shared: sched.shared.clone(),
             stats: sched.stats.clone(),
             limits: sched.limits(),
         };
@@ -319,6 +142,11 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             stats,
+            shared: Arc::new(Shared::default()),
+            in_step: Vec::new(),
+            phase: Phase::Bookkeeping,
+            consecutive_panics: 0,
+            steps_started: 0,
         }
     }
 
@@ -328,6 +156,7 @@ impl Scheduler {
             context_tokens: self.engine.model().config.context_tokens,
             kv_capacity_tokens: kv.total_blocks() * kv.block_tokens(),
             kv_block_tokens: kv.block_tokens(),
+            vocab_size: self.engine.model().config.vocab_size,
         }
     }
 
@@ -342,31 +171,98 @@ impl Scheduler {
             while let Ok(cmd) = rx.try_recv() {
                 self.command(cmd);
             }
-            self.step();
+            if let Err(reason) = self.supervised_step() {
+                self.go_down(reason);
+                return;
+            }
         }
         self.cache.clear(self.engine.kv_mut());
     }
 
+    /// One step with panics caught: a panic in the forward pass fails that step's requests
+    /// and the engine goes on; anywhere else (or too often) the state is not trusted and the
+    /// reason is returned.
+    fn supervised_step(&mut self) -> Result<(), String> {
+        let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.step())) else {
+            self.consecutive_panics = 0;
+            return Ok(());
+        };
+        let detail = panic_message(payload.as_ref());
+        self.stats.step_panics.fetch_add(1, Relaxed);
+        tracing::error!(panic = %detail, phase = ?self.phase, "engine step panicked");
+        if self.phase != Phase::Forward {
+            return Err(format!("panic outside the forward pass: {detail}"));
+        }
+        self.phase = Phase::Bookkeeping;
+        self.consecutive_panics += 1;
+        if self.consecutive_panics >= MAX_CONSECUTIVE_PANICS {
+            return Err(format!(
+                "{} engine steps in a row panicked, the last with: {detail}",
+                self.consecutive_panics
+            ));
+        }
+        for id in std::mem::take(&mut self.in_step) {
+            if let Some(i) = self.running.iter().position(|s| s.id == id) {
+                let s = self.running.swap_remove(i);
+                let e = GenerationError::StepPanicked {
+                    detail: detail.clone(),
+                };
+                self.end(s, Progress::Failed(e));
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Fails every request and marks the thread down (handles refuse new work, `/ready` fails).
+    fn go_down(&mut self, reason: String) {
+        tracing::error!(%reason, "the engine is down");
+        if let Ok(mut r) = self.shared.down_reason.lock() {
+            *r = reason;
+        }
+        self.shared.down.store(true, Relaxed);
+        for mut s in self.running.drain(..).chain(self.waiting.drain(..)) {
+            s.fail(GenerationError::EngineDown);
+        }
+        self.stats.running_seqs.store(0, Relaxed);
+        self.stats.waiting_seqs.store(0, Relaxed);
+    }
+
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit(req) => self.enqueue(*req, Instant::now()),
+            Command::Submit(id, req) => self.enqueue(id, *req, Instant::now()),
+            Command::Cancel(id) => self.cancel(id),
         }
     }
 
-    fn enqueue(&mut self, req: GenerationRequest, now: Instant) {
+    fn cancel(&mut self, id: RequestId) {
+        let s = if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            self.running.swap_remove(i)
+        } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            match self.waiting.remove(i) {
+                Some(s) => s,
+                None => return,
+            }
+        } else {
+            return;
+        };
+        self.end(s, Progress::Failed(GenerationError::Cancelled));
+        self.publish();
+    }
+
+    fn enqueue(&mut self, id: RequestId, req: GenerationRequest, now: Instant) {
         let (prompt_len, max_tokens) = (req.prompt.len(), req.stop.max_tokens);
         let mut seq = Sequence::new(
+            id,
             req,
             self.detok.stream(),
             self.engine.kv().block_tokens(),
             now,
         );
         let invalid = if prompt_len == 0 {
-            Err(GenerationError::Invalid("the prompt has no tokens".into()))
+            Err(GenerationError::EmptyPrompt)
         } else if max_tokens == 0 {
-            Err(GenerationError::Invalid(
-                "max_tokens must be at least 1".into(),
-            ))
+            Err(GenerationError::ZeroMaxTokens)
         } else {
             self.limits().check(prompt_len, max_tokens)
         };
@@ -375,7 +271,10 @@ impl Scheduler {
                 self.stats.failed.fetch_add(1, Relaxed);
                 seq.fail(e);
             }
-            Ok(()) => self.waiting.push_back(seq),
+            Ok(()) => match seq.begin() {
+                None => self.waiting.push_back(seq),
+                Some(outcome) => self.end(seq, outcome),
+            },
         }
         self.publish();
     }
@@ -387,6 +286,11 @@ impl Scheduler {
         self.admit();
         self.run_step();
         self.publish();
+        if let Some(Fault::PanicOutsideStep { at_step }) = self.cfg.fault {
+            if self.steps_started == at_step {
+                panic!("injected fault: bookkeeping after step {at_step}");
+            }
+        }
     }
 
     fn reap(&mut self, now: Instant) {
@@ -420,7 +324,6 @@ impl Scheduler {
             _ => None,
         }
     }
-
     /// Blocks running sequences may still allocate, reserved for them.
     fn reserved_blocks(&self) -> usize {
         let bt = self.engine.kv().block_tokens();
@@ -472,7 +375,7 @@ impl Scheduler {
             let id = self.engine.add_sequence();
             if let Err(e) = self.engine.adopt_prefix(id, &hits) {
                 self.engine.remove_sequence(id);
-                self.end(s, Progress::Failed(GenerationError::Engine(e.to_string())));
+                self.end(s, Progress::Failed(step_failed(&e)));
                 continue;
             }
             s.seq = Some(id);
@@ -541,23 +444,38 @@ impl Scheduler {
         if needed > free {
             self.cache.evict(self.engine.kv_mut(), needed - free);
         }
-        let result = {
-            let inputs: Vec<StepInput<'_>> = plan
-                .iter()
-                .map(|(i, r)| {
-                    let s = &self.running[*i];
-                    StepInput {
-                        seq: s.seq.expect("running sequences are admitted"),
-                        tokens: &s.tokens[r.clone()],
-                        want_logits: r.end == s.tokens.len(),
-                    }
-                })
-                .collect();
-            self.engine.step(&inputs)
-        };
+        self.in_step.clear();
+        self.in_step
+            .extend(plan.iter().map(|(i, _)| self.running[*i].id));
+        self.steps_started += 1;
+        let fault = self.cfg.fault == Some(Fault::PanicInStep {
+            at_step: self.steps_started,
+        });
+        let (result, masks) = step_with_masks(
+            &mut self.engine,
+            &mut self.running,
+            &plan,
+            &mut self.phase,
+            &self.stats,
+            fault,
+        );
         let mut ended = Vec::new();
+        for (i, outcome) in masks {
+            match outcome {
+                MaskOutcome::Ready => {}
+                MaskOutcome::Failed(detail) => ended.push((
+                    i,
+                    Progress::Failed(GenerationError::ConstraintDeadEnd { detail }),
+                )),
+                MaskOutcome::Panicked(detail) => ended.push((
+                    i,
+                    Progress::Failed(GenerationError::StepPanicked { detail }),
+                )),
+            }
+        }
+        let skip: Vec<usize> = ended.iter().map(|e| e.0).collect();
         match result {
-            Ok(logits) => self.after_step(&plan, logits, &mut ended),
+            Ok(logits) => self.after_step(&plan, logits, &skip, &mut ended),
             Err(e) if plan.len() > 1 => {
                 // Find the culprit by running the inputs one at a time; the others go on.
                 tracing::warn!(error = %e, "batched step failed; isolating its sequences");
@@ -568,22 +486,21 @@ impl Scheduler {
                         tokens: &s.tokens[p.1.clone()],
                         want_logits: p.1.end == s.tokens.len(),
                     };
-                    match self.engine.step(&[input]) {
-                        Ok(logits) => self.after_step(&[p], logits, &mut ended),
-                        Err(e) => ended.push((
-                            p.0,
-                            Progress::Failed(GenerationError::Engine(e.to_string())),
-                        )),
+                    self.phase = Phase::Forward;
+                    let one = self.engine.step(&[input]);
+                    self.phase = Phase::Bookkeeping;
+                    match one {
+                        Ok(logits) => self.after_step(&[p], logits, &skip, &mut ended),
+                        Err(e) => ended.push((p.0, Progress::Failed(step_failed(&e)))),
                     }
                 }
             }
-            Err(e) => ended.push((
-                plan[0].0,
-                Progress::Failed(GenerationError::Engine(e.to_string())),
-            )),
+            Err(e) => ended.push((plan[0].0, Progress::Failed(step_failed(&e)))),
         }
+        self.in_step.clear();
         // Highest index first, so swap_remove never moves a sequence still to be ended.
         ended.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        ended.dedup_by_key(|e| e.0);
         for (i, outcome) in ended {
             let s = self.running.swap_remove(i);
             self.end(s, outcome);
@@ -594,6 +511,7 @@ impl Scheduler {
         &mut self,
         plan: &[(usize, std::ops::Range<usize>)],
         logits: Vec<Vec<f32>>,
+        skip: &[usize],
         ended: &mut Vec<(usize, Progress)>,
     ) {
         let mut logits = logits.into_iter();
@@ -621,16 +539,37 @@ impl Scheduler {
                 self.cache
                     .insert(&s.tokens[..s.prompt_len], &blocks, self.engine.kv_mut());
             }
-            if range.end == s.tokens.len() {
-                let Some(mut l) = logits.next() else { continue };
-                let before = s.tokens.len();
-                let progress = s.advance(&mut l, self.detok.eos_ids());
-                self.stats
-                    .generated_tokens
-                    .fetch_add((s.tokens.len() - before) as u64, Relaxed);
-                if progress != Progress::Running {
-                    ended.push((*i, progress));
+            if range.end != s.tokens.len() {
+                continue;
+            }
+            let Some(mut l) = logits.next() else { continue };
+            if skip.contains(i) {
+                continue;
+            }
+            let before = s.tokens.len();
+            // A panic while sampling or inside a constraint's callback ends this sequence only.
+            let progress = catch_unwind(AssertUnwindSafe(|| s.advance(&mut l, self.detok.eos_ids())))
+                .unwrap_or_else(|p| {
+                    Progress::Failed(GenerationError::StepPanicked {
+                        detail: panic_message(p.as_ref()),
+                    })
+                });
+            let s = &mut self.running[*i];
+            self.stats
+                .generated_tokens
+                .fetch_add(s.tokens.len().saturating_sub(before) as u64, Relaxed);
+            if s.computed > s.tokens.len() {
+                // The constraint dropped computed tokens: drop their keys and values too
+                // (copy-on-write where the block is shared with the prefix cache).
+                let id = s.seq.expect("running sequences are admitted");
+                if let Err(e) = self.engine.truncate_sequence(id, s.tokens.len()) {
+                    ended.push((*i, Progress::Failed(step_failed(&e))));
+                    continue;
                 }
+                s.computed = s.tokens.len();
+            }
+            if progress != Progress::Running {
+                ended.push((*i, progress));
             }
         }
     }
@@ -639,6 +578,22 @@ impl Scheduler {
     /// blocks (prompt and answer) in the prefix cache for the next turn.
     fn end(&mut self, mut s: Sequence, outcome: Progress) {
         let finished = matches!(outcome, Progress::Finished(_));
+        if s.is_constrained() {
+            let forced = s.usage().forced_tokens as u64;
+            self.stats.forced_tokens.fetch_add(forced, Relaxed);
+            match &outcome {
+                Progress::Finished(_) => {
+                    self.stats.constrained_answers.fetch_add(1, Relaxed);
+                    self.stats.answer_forced_sum.fetch_add(forced, Relaxed);
+                }
+                Progress::Failed(
+                    GenerationError::ConstraintDeadEnd { .. } | GenerationError::Incomplete { .. },
+                ) => {
+                    self.stats.grammar_errors.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
+        }
         match outcome {
             Progress::Finished(reason) => {
                 s.finish(reason);
@@ -675,5 +630,106 @@ impl Scheduler {
         st.prefix_lookup_blocks.store(c.lookup_blocks, Relaxed);
         st.prefix_hit_blocks.store(c.hit_blocks, Relaxed);
         st.prefix_evicted_blocks.store(c.evicted_blocks, Relaxed);
+    }
+}
+
+/// The forward pass of one step, with the masks of its constrained sequences computed on a
+/// helper thread meanwhile (each mask depends only on tokens the constraint already accepted).
+/// Returns the step's logits and, per sequence index whose mask was computed, its outcome.
+fn step_with_masks(
+    engine: &mut Engine,
+    running: &mut [Sequence],
+    plan: &[(usize, std::ops::Range<usize>)],
+    phase: &mut Phase,
+    stats: &SchedulerStats,
+    inject_panic: bool,
+) -> (crate::Result<Vec<Vec<f32>>>, Vec<(usize, MaskOutcome)>) {
+    let mut range_of: Vec<Option<std::ops::Range<usize>>> = vec![None; running.len()];
+    for (i, r) in plan {
+        range_of[*i] = Some(r.clone());
+    }
+    let mut inputs_at: Vec<Option<StepInput<'_>>> = vec![None; running.len()];
+    let mut constraints: Vec<(usize, &mut (dyn TokenConstraint + 'static))> = Vec::new();
+    for (i, s) in running.iter_mut().enumerate() {
+        let Some(r) = range_of[i].clone() else {
+            continue;
+        };
+        let seq = s.seq.expect("running sequences are admitted");
+        let (tokens, constraint) = s.split_for_step();
+        let want_logits = r.end == tokens.len();
+        inputs_at[i] = Some(StepInput {
+            seq,
+            tokens: &tokens[r],
+            want_logits,
+        });
+        if let (true, Some(c)) = (want_logits, constraint) {
+            constraints.push((i, c));
+        }
+    }
+    let inputs: Vec<StepInput<'_>> = plan
+        .iter()
+        .filter_map(|(i, _)| inputs_at[*i].take())
+        .collect();
+    let constrained: Vec<usize> = constraints.iter().map(|c| c.0).collect();
+    let all_failed = |why: &str| -> Vec<(usize, MaskOutcome)> {
+        let out = |&i| (i, MaskOutcome::Failed(why.to_string()));
+        constrained.iter().map(out).collect()
+    };
+    std::thread::scope(|scope| {
+        let masks = (!constraints.is_empty()).then(|| {
+            std::thread::Builder::new()
+                .name("sprout-mask".into())
+                .spawn_scoped(scope, move || compute_masks(constraints, stats))
+        });
+        *phase = Phase::Forward;
+        if inject_panic {
+            panic!("injected fault: forward pass");
+        }
+        let result = engine.step(&inputs);
+        *phase = Phase::Bookkeeping;
+        let outcomes = match masks {
+            None => Vec::new(),
+            Some(Ok(h)) => h
+                .join()
+                .unwrap_or_else(|_| all_failed("the mask thread panicked")),
+            Some(Err(e)) => all_failed(&format!("no mask thread could be started: {e}")),
+        };
+        (result, outcomes)
+    })
+}
+
+fn compute_masks(
+    constraints: Vec<(usize, &mut (dyn TokenConstraint + 'static))>,
+    stats: &SchedulerStats,
+) -> Vec<(usize, MaskOutcome)> {
+    constraints
+        .into_iter()
+        .map(|(i, c)| {
+            let t = Instant::now();
+            let outcome = match catch_unwind(AssertUnwindSafe(|| c.compute_mask())) {
+                Ok(Ok(())) => MaskOutcome::Ready,
+                Ok(Err(detail)) => MaskOutcome::Failed(detail),
+                Err(p) => MaskOutcome::Panicked(panic_message(p.as_ref())),
+            };
+            stats.record_mask(t.elapsed().as_micros() as u64);
+            (i, outcome)
+        })
+        .collect()
+}
+
+fn step_failed(e: &crate::EngineError) -> GenerationError {
+    GenerationError::StepFailed {
+        detail: e.to_string(),
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
     }
 }

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use super::{
-    Event, EventSink, GenerationError, GenerationRequest, TextStream, TokenConstraint, Usage,
+use super::request::{
+    Event, EventSink, GenerationError, GenerationRequest, RequestId, TextStream, TokenConstraint,
+    Usage,
 };
 use crate::engine::SeqId;
 use crate::generation::{FinishReason, StopConditions, StopMatcher};
@@ -25,6 +26,7 @@ pub(crate) enum Progress {
 
 /// A request being served.
 pub(crate) struct Sequence {
+    pub id: RequestId,
     /// The engine's sequence while admitted.
     pub seq: Option<SeqId>,
     /// Prompt tokens followed by generated (sampled or forced) tokens.
@@ -51,6 +53,7 @@ pub(crate) struct Sequence {
 impl Sequence {
     /// A waiting sequence for `req`.
     pub fn new(
+        id: RequestId,
         req: GenerationRequest,
         text: Box<dyn TextStream>,
         block_tokens: usize,
@@ -62,6 +65,7 @@ impl Sequence {
         let mut tokens = req.prompt;
         tokens.reserve(req.stop.max_tokens.min(1 << 16));
         Self {
+            id,
             seq: None,
             tokens,
             prompt_len,
@@ -96,54 +100,112 @@ impl Sequence {
             prompt_tokens: self.prompt_len,
             completion_tokens: self.generated,
             cached_tokens: self.cached_tokens,
+            forced_tokens: self.constraint.as_ref().map_or(0, |c| c.forced_tokens()),
         }
     }
 
+    /// The tokens and the constraint, borrowed apart for one step: the forward pass reads the
+    /// tokens while a helper thread computes the constraint's next mask.
+    pub fn split_for_step(&mut self) -> (&[u32], Option<&mut (dyn TokenConstraint + 'static)>) {
+        (&self.tokens, self.constraint.as_deref_mut())
+    }
+
+    /// Whether a constraint restricts this sequence.
+    pub fn is_constrained(&self) -> bool {
+        self.constraint.is_some()
+    }
+
+    /// Appends what the constraint forces before anything is sampled (jump-forward from the
+    /// start); Some when the request ends here.
+    pub fn begin(&mut self) -> Option<Progress> {
+        let forced = match self.constraint.as_mut().map(|c| c.start()) {
+            None => return None,
+            Some(Ok(f)) => f,
+            Some(Err(detail)) => {
+                return Some(Progress::Failed(GenerationError::ConstraintDeadEnd { detail }))
+            }
+        };
+        let room = self.stop.max_tokens.saturating_sub(1);
+        for &t in forced.iter().take(room) {
+            if let Some(p) = self.append(t) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// Samples from the logits after the last token and appends the result (and any tokens the
-    /// constraint forces after it), streaming clean text to the client.
+    /// constraint forces after it, after dropping those it re-tokenizes), streaming clean text
+    /// to the client. Tokens dropped below `computed` must then be dropped from the KV cache
+    /// too: the caller truncates when `computed > tokens.len()`.
     pub fn advance(&mut self, logits: &mut [f32], eos_ids: &[u32]) -> Progress {
         if crate::sampler::has_nan(logits) {
             return Progress::Failed(GenerationError::InvalidLogits);
         }
-        let mask = self.constraint.as_mut().and_then(|c| c.allowed());
+        let mask = self.constraint.as_ref().and_then(|c| c.mask());
         let Some(tok) = self.sampler.sample(logits, mask) else {
             return Progress::Failed(match self.constraint {
-                Some(_) => GenerationError::Constraint("no token is allowed here".into()),
+                Some(_) => GenerationError::ConstraintDeadEnd {
+                    detail: "no token is allowed here".into(),
+                },
                 None => GenerationError::InvalidLogits,
             });
         };
-        if !self.stop.ignore_eos && eos_ids.contains(&tok) {
+        // An end-of-sequence token ends a constrained answer only where it is complete (else
+        // the constraint judges the token below).
+        let complete = self.constraint.as_mut().is_none_or(|c| c.is_complete());
+        if !self.stop.ignore_eos && complete && eos_ids.contains(&tok) {
             return Progress::Finished(FinishReason::Stop);
         }
-        let forced = match self.constraint.as_mut().map(|c| c.accept(tok)) {
-            None => Vec::new(),
-            Some(Ok(forced)) => forced,
-            Some(Err(msg)) => return Progress::Failed(GenerationError::Constraint(msg)),
-        };
-        for t in std::iter::once(tok).chain(forced) {
-            match self.append(t) {
-                Progress::Running => {}
-                other => return other,
+        let accepted = match self.constraint.as_mut().map(|c| c.accept(tok)) {
+            None => Default::default(),
+            Some(Ok(a)) => a,
+            Some(Err(detail)) => {
+                return Progress::Failed(GenerationError::ConstraintDeadEnd { detail })
             }
+        };
+        if let Some(p) = self.append(tok) {
+            return p;
+        }
+        if accepted.backtrack > 0 {
+            let keep = self.tokens.len().saturating_sub(accepted.backtrack);
+            let keep = keep.max(self.prompt_len);
+            self.generated -= self.tokens.len() - keep;
+            self.tokens.truncate(keep);
+            self.text.skip_bytes(accepted.backtrack_bytes);
+        }
+        let room = self.stop.max_tokens.saturating_sub(self.generated);
+        for &t in accepted.forced.iter().take(room) {
+            if let Some(p) = self.append(t) {
+                return p;
+            }
+        }
+        if accepted.done {
+            return Progress::Finished(FinishReason::Stop);
+        }
+        if self.generated >= self.stop.max_tokens {
+            let complete = self.constraint.as_mut().is_none_or(|c| c.is_complete());
+            return if complete {
+                Progress::Finished(FinishReason::Length)
+            } else {
+                Progress::Failed(GenerationError::Incomplete {
+                    max_tokens: self.stop.max_tokens,
+                })
+            };
         }
         Progress::Running
     }
 
-    fn append(&mut self, tok: u32) -> Progress {
+    /// Appends one token and streams its text; Some when generation ends here.
+    fn append(&mut self, tok: u32) -> Option<Progress> {
         self.sampler.accept(tok);
         self.tokens.push(tok);
         self.generated += 1;
         let (piece, stopped) = self.matcher.push(&self.text.push(tok));
         if !piece.is_empty() && !self.sink.send(Event::Text(piece)) {
-            return Progress::Cancelled;
+            return Some(Progress::Cancelled);
         }
-        if stopped {
-            Progress::Finished(FinishReason::Stop)
-        } else if self.generated >= self.stop.max_tokens {
-            Progress::Finished(FinishReason::Length)
-        } else {
-            Progress::Running
-        }
+        stopped.then_some(Progress::Finished(FinishReason::Stop))
     }
 
     /// Sends what the decoder and stop matcher still hold, then the final event.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::engine::EngineConfig;
+use crate::generation::{FinishReason, StopConditions};
+use crate::sampler::{SamplingParams, TokenMask};
 use crate::gguf::Value;
 use crate::model::source::{ModelSource, SourceTensor};
 use crate::model::Model;
@@ -91,10 +93,16 @@ fn tiny_model() -> Model {
 
 /// Token t reads as "<t>"; token 0 is EOS.
 struct Ids;
-struct IdStream;
+struct IdStream(usize);
 impl TextStream for IdStream {
     fn push(&mut self, id: u32) -> String {
-        format!("<{id}>")
+        let t = format!("<{id}>");
+        let skip = self.0.min(t.len());
+        self.0 -= skip;
+        t[skip..].to_string()
+    }
+    fn skip_bytes(&mut self, bytes: usize) {
+        self.0 += bytes;
     }
     fn finish(&mut self) -> String {
         String::new()
@@ -102,7 +110,7 @@ impl TextStream for IdStream {
 }
 impl Detokenizer for Ids {
     fn stream(&self) -> Box<dyn TextStream> {
-        Box::new(IdStream)
+        Box::new(IdStream(0))
     }
     fn eos_ids(&self) -> &[u32] {
         &[0]
@@ -133,6 +141,11 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> (GenerationRequest, mpsc::Rec
         events: Box::new(tx),
     };
     (req, rx)
+}
+
+fn next_id() -> RequestId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Relaxed)
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
@@ -173,7 +186,7 @@ fn solo(p: Vec<u32>, max_tokens: usize) -> (String, Event) {
         },
     );
     let (req, rx) = request(p, max_tokens);
-    s.enqueue(req, Instant::now());
+    s.enqueue(next_id(), req, Instant::now());
     drain(&mut s);
     collect(&rx)
 }
@@ -193,7 +206,7 @@ fn batched_requests_match_solo_runs() {
         .iter()
         .map(|p| {
             let (req, rx) = request(p.clone(), 6);
-            s.enqueue(req, Instant::now());
+            s.enqueue(next_id(), req, Instant::now());
             rx
         })
         .collect();
@@ -210,7 +223,8 @@ fn batched_requests_match_solo_runs() {
             Usage {
                 prompt_tokens: p.len(),
                 completion_tokens: 6,
-                cached_tokens: 0
+                cached_tokens: 0,
+                forced_tokens: 0,
             }
         );
     }
@@ -236,10 +250,10 @@ fn long_prefill_is_chunked_and_decodes_keep_flowing() {
         },
     );
     let (short, short_rx) = request(prompt(4, 3), 4);
-    s.enqueue(short, Instant::now());
+    s.enqueue(next_id(), short, Instant::now());
     s.step(); // short prefilled, first token out
     let (long, long_rx) = request(prompt(5, 100), 2);
-    s.enqueue(long, Instant::now());
+    s.enqueue(next_id(), long, Instant::now());
     // The long prompt needs ≥ 13 steps of 8 tokens; the short request finishes meanwhile.
     for _ in 0..4 {
         s.step();
@@ -259,8 +273,8 @@ fn dropped_receiver_cancels_and_frees_kv() {
     let mut s = scheduler(512, SchedulerConfig::default());
     let (req, rx) = request(prompt(6, 10), 300);
     let (other, other_rx) = request(prompt(7, 5), 5);
-    s.enqueue(req, Instant::now());
-    s.enqueue(other, Instant::now());
+    s.enqueue(next_id(), req, Instant::now());
+    s.enqueue(next_id(), other, Instant::now());
     s.step();
     s.step();
     drop(rx);
@@ -285,7 +299,7 @@ fn timeout_ends_the_request_with_an_error() {
     let mut s = scheduler(512, SchedulerConfig::default());
     let (mut req, rx) = request(prompt(8, 5), 400);
     req.timeout = Some(Duration::ZERO);
-    s.enqueue(req, Instant::now());
+    s.enqueue(next_id(), req, Instant::now());
     drain(&mut s);
     assert_eq!(
         collect(&rx).1,
@@ -300,10 +314,10 @@ fn shared_prefix_is_computed_once() {
     let a = [system.clone(), vec![5, 6, 7]].concat();
     let b = [system.clone(), vec![8, 9]].concat();
     let (ra, rxa) = request(a.clone(), 3);
-    s.enqueue(ra, Instant::now());
+    s.enqueue(next_id(), ra, Instant::now());
     drain(&mut s);
     let (rb, rxb) = request(b.clone(), 3);
-    s.enqueue(rb, Instant::now());
+    s.enqueue(next_id(), rb, Instant::now());
     drain(&mut s);
     let (ta, tb) = (collect(&rxa), collect(&rxb));
     assert_eq!(ta, solo(a.clone(), 3));
@@ -329,7 +343,7 @@ fn shared_prefix_is_computed_once() {
     // A prompt ending inside a cached block computes only its last token.
     let d = a[..23].to_vec();
     let (rd, rxd) = request(d.clone(), 3);
-    s.enqueue(rd, Instant::now());
+    s.enqueue(next_id(), rd, Instant::now());
     drain(&mut s);
     let td = collect(&rxd);
     assert_eq!(td.0, solo(d, 3).0, "copied KV gives the same tokens");
@@ -339,7 +353,7 @@ fn shared_prefix_is_computed_once() {
     assert_eq!(usage.cached_tokens, 22);
     // A whole-prompt hit still computes the last token for its logits.
     let (rc, rxc) = request(a.clone(), 3);
-    s.enqueue(rc, Instant::now());
+    s.enqueue(next_id(), rc, Instant::now());
     drain(&mut s);
     let tc = collect(&rxc);
     assert_eq!(tc.0, ta.0);
@@ -356,7 +370,7 @@ fn kv_pressure_makes_work_wait_and_never_fitting_work_is_refused() {
     let rxs: Vec<_> = (0..3)
         .map(|i| {
             let (req, rx) = request(prompt(10 + i, 20), 8);
-            s.enqueue(req, Instant::now());
+            s.enqueue(next_id(), req, Instant::now());
             rx
         })
         .collect();
@@ -367,7 +381,7 @@ fn kv_pressure_makes_work_wait_and_never_fitting_work_is_refused() {
         assert_eq!(collect(rx), solo(prompt(10 + i as u32, 20), 8));
     }
     let (big, rx) = request(prompt(20, 30), 20);
-    s.enqueue(big, Instant::now());
+    s.enqueue(next_id(), big, Instant::now());
     assert_eq!(
         collect(&rx).1,
         Event::Failed(GenerationError::NeverFits {
@@ -380,25 +394,40 @@ fn kv_pressure_makes_work_wait_and_never_fitting_work_is_refused() {
 /// Allows only even tokens below 60 and forces `k+1, k+2` after every sampled token `k`.
 struct EvenThenForce(TokenMask);
 impl TokenConstraint for EvenThenForce {
-    fn allowed(&mut self) -> Option<&TokenMask> {
+    fn compute_mask(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn mask(&self) -> Option<&TokenMask> {
         Some(&self.0)
     }
-    fn accept(&mut self, token: u32) -> Result<Vec<u32>, String> {
+    fn accept(&mut self, token: u32) -> Result<Accepted, String> {
         if token % 2 == 1 {
             return Err(format!("odd token {token}"));
         }
-        Ok(vec![token + 1, token + 2])
+        Ok(Accepted {
+            forced: vec![token + 1, token + 2],
+            ..Default::default()
+        })
+    }
+    fn is_complete(&mut self) -> bool {
+        true
     }
 }
 
 /// Allows nothing: the sequence fails at its first sample.
 struct DeadEnd(TokenMask);
 impl TokenConstraint for DeadEnd {
-    fn allowed(&mut self) -> Option<&TokenMask> {
+    fn compute_mask(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn mask(&self) -> Option<&TokenMask> {
         Some(&self.0)
     }
-    fn accept(&mut self, _: u32) -> Result<Vec<u32>, String> {
-        Ok(vec![])
+    fn accept(&mut self, _: u32) -> Result<Accepted, String> {
+        Ok(Accepted::default())
+    }
+    fn is_complete(&mut self) -> bool {
+        false
     }
 }
 
@@ -413,7 +442,7 @@ fn constraints_mask_force_tokens_and_fail_alone() {
     b.constraint = Some(Box::new(DeadEnd(TokenMask::none(VOCAB))));
     let (c, rxc) = request(prompt(13, 6), 4);
     for r in [a, b, c] {
-        s.enqueue(r, Instant::now());
+        s.enqueue(next_id(), r, Instant::now());
     }
     drain(&mut s);
     let (text, fin) = collect(&rxa);
@@ -441,9 +470,9 @@ fn constraints_mask_force_tokens_and_fail_alone() {
     ));
     assert_eq!(
         collect(&rxb).1,
-        Event::Failed(GenerationError::Constraint(
-            "no token is allowed here".into()
-        ))
+        Event::Failed(GenerationError::ConstraintDeadEnd {
+            detail: "no token is allowed here".into()
+        })
     );
     assert_eq!(
         collect(&rxc),
@@ -461,7 +490,7 @@ fn eos_and_stop_strings_end_generation() {
     let mut s = scheduler(512, SchedulerConfig::default());
     let (mut req, rx) = request(p, 6);
     req.stop.stop_strings = vec![third.clone()];
-    s.enqueue(req, Instant::now());
+    s.enqueue(next_id(), req, Instant::now());
     drain(&mut s);
     let (got, fin) = collect(&rx);
     assert!(
@@ -478,10 +507,10 @@ fn eos_and_stop_strings_end_generation() {
 
     let (mut bad, rx) = request(vec![], 3);
     bad.stop.max_tokens = 3;
-    s.enqueue(bad, Instant::now());
+    s.enqueue(next_id(), bad, Instant::now());
     assert!(matches!(
         collect(&rx).1,
-        Event::Failed(GenerationError::Invalid(_))
+        Event::Failed(GenerationError::EmptyPrompt)
     ));
 }
 
@@ -513,4 +542,278 @@ fn spawned_thread_serves_and_exits_when_handles_drop() {
     );
     drop(handle);
     join.join().unwrap();
+}
+
+#[test]
+fn cancel_by_id_ends_queued_and_running_requests() {
+    let mut s = scheduler(
+        512,
+        SchedulerConfig {
+            max_running_seqs: 1,
+            ..Default::default()
+        },
+    );
+    let (a, rxa) = request(prompt(21, 6), 50);
+    let (b, rxb) = request(prompt(22, 6), 50);
+    let (c, rxc) = request(prompt(23, 6), 3);
+    let (ida, idb) = (next_id(), next_id());
+    s.enqueue(ida, a, Instant::now());
+    s.enqueue(idb, b, Instant::now());
+    s.enqueue(next_id(), c, Instant::now());
+    s.step();
+    assert_eq!((s.running.len(), s.waiting.len()), (1, 2));
+    s.command(Command::Cancel(ida)); // running
+    s.command(Command::Cancel(idb)); // queued
+    s.command(Command::Cancel(999_999)); // unknown: ignored
+    drain(&mut s);
+    assert_eq!(collect(&rxa).1, Event::Failed(GenerationError::Cancelled));
+    assert_eq!(collect(&rxb).1, Event::Failed(GenerationError::Cancelled));
+    assert_eq!(collect(&rxc), solo(prompt(23, 6), 3));
+    assert_eq!(s.engine.sequence_count(), 0);
+}
+
+/// Panics when asked for a mask: a grammar callback that fails.
+struct PanickingMask;
+impl TokenConstraint for PanickingMask {
+    fn compute_mask(&mut self) -> Result<(), String> {
+        panic!("grammar callback broke")
+    }
+    fn mask(&self) -> Option<&TokenMask> {
+        None
+    }
+    fn accept(&mut self, _: u32) -> Result<Accepted, String> {
+        Ok(Accepted::default())
+    }
+    fn is_complete(&mut self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_panicking_constraint_fails_only_its_own_sequence() {
+    let mut s = scheduler(512, SchedulerConfig::default());
+    let (mut a, rxa) = request(prompt(24, 5), 4);
+    a.constraint = Some(Box::new(PanickingMask));
+    let (b, rxb) = request(prompt(25, 5), 4);
+    s.enqueue(next_id(), a, Instant::now());
+    s.enqueue(next_id(), b, Instant::now());
+    drain(&mut s);
+    assert_eq!(
+        collect(&rxa).1,
+        Event::Failed(GenerationError::StepPanicked {
+            detail: "grammar callback broke".into()
+        })
+    );
+    assert_eq!(collect(&rxb), solo(prompt(25, 5), 4), "same step, unharmed");
+}
+
+#[test]
+fn a_panic_in_the_forward_pass_fails_that_steps_requests_and_serving_goes_on() {
+    let mut s = scheduler(
+        512,
+        SchedulerConfig {
+            max_running_seqs: 2,
+            fault: Some(Fault::PanicInStep { at_step: 2 }),
+            ..Default::default()
+        },
+    );
+    let rx: Vec<_> = (0..3)
+        .map(|i| {
+            let (r, rx) = request(prompt(26 + i, 5), 3);
+            s.enqueue(next_id(), r, Instant::now());
+            rx
+        })
+        .collect();
+    let mut steps = 0;
+    while !(s.running.is_empty() && s.waiting.is_empty()) {
+        s.supervised_step().expect("a forward panic is recoverable");
+        steps += 1;
+        assert!(steps < 100);
+    }
+    let panicked = Event::Failed(GenerationError::StepPanicked {
+        detail: "injected fault: forward pass".into(),
+    });
+    assert_eq!(collect(&rx[0]).1, panicked);
+    assert_eq!(collect(&rx[1]).1, panicked);
+    assert_eq!(
+        collect(&rx[2]),
+        solo(prompt(28, 5), 3),
+        "the queued request runs after the fault"
+    );
+    assert_eq!(s.stats.step_panics.load(Relaxed), 1);
+    let kv = s.engine.kv();
+    assert_eq!(
+        kv.free_blocks() + s.cache.evictable_blocks(kv),
+        kv.total_blocks()
+    );
+}
+
+#[test]
+fn a_panic_outside_the_step_takes_the_engine_down() {
+    let engine_cfg = EngineConfig {
+        threads: 1,
+        kv_block_tokens: BLOCK,
+        kv_capacity_tokens: 256,
+    };
+    let cfg = SchedulerConfig {
+        fault: Some(Fault::PanicOutsideStep { at_step: 1 }),
+        ..Default::default()
+    };
+    let (handle, join) =
+        Scheduler::spawn(Engine::new(tiny_model(), &engine_cfg), Arc::new(Ids), cfg).unwrap();
+    assert_eq!(handle.health(), Health::Serving);
+    let (req, rx) = request(prompt(29, 4), 20);
+    handle.submit(req).unwrap();
+    let fin = loop {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("an event") {
+            Event::Text(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(fin, Event::Failed(GenerationError::EngineDown));
+    join.join().expect("the thread ends without unwinding");
+    let Health::Down { reason } = handle.health() else {
+        panic!("the handle reports the engine down")
+    };
+    assert!(reason.contains("injected fault"), "{reason}");
+    assert_eq!(
+        handle.submit(request(prompt(1, 1), 1).0),
+        Err(GenerationError::EngineDown)
+    );
+}
+
+/// Samples freely, then after every third sampled token drops the last two tokens and forces
+/// them again followed by one more (a backtrack that re-tokenizes across the sampled token). Its token list, shared with the test, is the truth to compare against.
+struct Backtracker {
+    sampled: usize,
+    tokens: Arc<std::sync::Mutex<Vec<u32>>>,
+}
+impl TokenConstraint for Backtracker {
+    fn compute_mask(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn mask(&self) -> Option<&TokenMask> {
+        None
+    }
+    fn accept(&mut self, token: u32) -> Result<Accepted, String> {
+        let mut tokens = self.tokens.lock().unwrap();
+        tokens.push(token);
+        self.sampled += 1;
+        if self.sampled % 3 != 0 {
+            return Ok(Accepted::default());
+        }
+        // The same two tokens again (the same text), then one more: their KV is dropped and
+        // recomputed, their text is not sent twice.
+        let keep = tokens.len() - 2;
+        let dropped = tokens.split_off(keep);
+        let forced = vec![dropped[0], dropped[1], (dropped[0] + 1) % VOCAB as u32];
+        tokens.extend(&forced);
+        Ok(Accepted {
+            backtrack: 2,
+            backtrack_bytes: dropped.iter().map(|d| format!("<{d}>").len()).sum(),
+            forced,
+            done: false,
+        })
+    }
+    fn is_complete(&mut self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn backtracked_tokens_leave_the_kv_cache_and_the_answer() {
+    let mut s = scheduler(512, SchedulerConfig::default());
+    let p = prompt(30, 7);
+    let truth = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut r, rx) = request(p.clone(), 13);
+    r.constraint = Some(Box::new(Backtracker {
+        sampled: 0,
+        tokens: truth.clone(),
+    }));
+    s.enqueue(next_id(), r, Instant::now());
+    let mut final_tokens = Vec::new();
+    while !(s.running.is_empty() && s.waiting.is_empty()) {
+        s.step();
+        if let Some(q) = s.running.first() {
+            let id = q.seq.unwrap();
+            assert_eq!(s.engine.sequence_tokens(id), Some(q.computed));
+            assert!(q.computed <= q.tokens.len());
+            final_tokens = q.tokens[p.len()..].to_vec();
+        }
+    }
+    let (text, fin) = collect(&rx);
+    let Event::Finished { usage, .. } = fin else {
+        panic!("{fin:?}")
+    };
+    // 13 tokens: three rounds of (2 sampled, 1 sampled then -2 +3) = 4 each, then one more.
+    assert_eq!(usage.completion_tokens, 13);
+    let truth = truth.lock().unwrap().clone();
+    assert_eq!(truth.len(), 13);
+    assert_eq!(final_tokens[..], truth[..final_tokens.len()]);
+    let want: String = truth.iter().map(|t| format!("<{t}>")).collect();
+    assert_eq!(text, want, "streamed text holds each kept token once");
+    // The KV after the rollbacks equals a plain run over the final tokens: continuing the
+    // answer by one more greedy token from scratch gives what the scheduler's KV gives.
+    let (solo_text, _) = solo([p.clone(), truth[..12].to_vec()].concat(), 1);
+    assert_eq!(solo_text, format!("<{}>", truth[12]));
+}
+
+#[test]
+fn truncating_into_a_shared_block_copies_it_and_never_changes_the_cached_kv() {
+    let engine_cfg = EngineConfig {
+        threads: 1,
+        kv_block_tokens: BLOCK,
+        kv_capacity_tokens: 256,
+    };
+    let mut e = Engine::new(tiny_model(), &engine_cfg);
+    let p = prompt(31, 10);
+    let logits_of = |e: &mut Engine, tokens: &[u32]| -> Vec<f32> {
+        let id = e.add_sequence();
+        let out = e
+            .step(&[StepInput {
+                seq: id,
+                tokens,
+                want_logits: true,
+            }])
+            .unwrap();
+        e.remove_sequence(id);
+        out.into_iter().next().unwrap()
+    };
+    // Sequence a holds p; b shares a's first two full blocks (8 tokens), like the prefix cache.
+    let a = e.add_sequence();
+    e.step(&[StepInput {
+        seq: a,
+        tokens: &p,
+        want_logits: false,
+    }])
+    .unwrap();
+    let shared = e.sequence_blocks(a).unwrap()[..2].to_vec();
+    let b = e.add_sequence();
+    e.adopt_prefix(b, &shared).unwrap();
+    // b rolls back into the second shared block and writes different tokens there.
+    e.truncate_sequence(b, 6).unwrap();
+    assert_ne!(e.sequence_blocks(b).unwrap()[1], shared[1], "copied, not shared");
+    assert_eq!(e.kv().refcount(shared[1]), 1, "b let go of the shared block");
+    let other = [3u32, 4, 5];
+    let got_b = e
+        .step(&[StepInput {
+            seq: b,
+            tokens: &other,
+            want_logits: true,
+        }])
+        .unwrap()
+        .remove(0);
+    let want_b = logits_of(&mut e, &[&p[..6], &other[..]].concat());
+    assert_eq!(got_b, want_b, "b continues as if it had computed p[..6] itself");
+    // a's KV (the shared blocks included) is untouched: its next logits equal a fresh run.
+    let got_a = e
+        .step(&[StepInput {
+            seq: a,
+            tokens: &[9],
+            want_logits: true,
+        }])
+        .unwrap()
+        .remove(0);
+    let want_a = logits_of(&mut e, &[&p[..], &[9]].concat());
+    assert_eq!(got_a, want_a);
 }

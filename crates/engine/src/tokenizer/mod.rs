@@ -198,6 +198,16 @@ impl Tokenizer {
     /// Token ids of `text`. Never adds BOS/EOS. With `parse_special`, control tokens written
     /// in the text (`<|im_start|>`) become their ids; without, they are tokenized as text.
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        self.encode_with(text, parse_special, true)
+    }
+
+    /// Token ids of `text` as it continues a text already begun: no control tokens, and no
+    /// SentencePiece space prefix (what a grammar's forced text is tokenized as).
+    pub fn encode_continuation(&self, text: &str) -> Vec<u32> {
+        self.encode_with(text, false, false)
+    }
+
+    fn encode_with(&self, text: &str, parse_special: bool, at_start: bool) -> Vec<u32> {
         match &self.backend {
             Backend::HuggingFace(hf) => hf.encode(text, parse_special),
             Backend::Gguf(g) => {
@@ -207,7 +217,7 @@ impl Tokenizer {
                     specials,
                 } = &**g;
                 let mut out = Vec::with_capacity(text.len() / 3 + 1);
-                let mut after_special = true;
+                let mut after_special = at_start;
                 for fragment in specials.split(text, parse_special) {
                     match fragment {
                         Fragment::Token(id) => {

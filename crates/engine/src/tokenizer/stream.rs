@@ -14,6 +14,8 @@ pub struct StreamDecoder {
     pieces: Arc<PieceTable>,
     pending: Vec<u8>,
     first: bool,
+    /// Bytes of the next pieces that were already streamed (see [`StreamDecoder::skip_bytes`]).
+    skip: usize,
 }
 
 impl StreamDecoder {
@@ -23,6 +25,7 @@ impl StreamDecoder {
             pieces: tokenizer.piece_table(),
             pending: Vec::with_capacity(8),
             first: true,
+            skip: 0,
         }
     }
 
@@ -34,8 +37,16 @@ impl StreamDecoder {
             self.pieces.get(id)
         };
         self.first = false;
-        self.pending.extend_from_slice(piece);
+        let skipped = self.skip.min(piece.len());
+        self.skip -= skipped;
+        self.pending.extend_from_slice(&piece[skipped..]);
         self.take_complete()
+    }
+
+    /// Drops the next `bytes` bytes of pushed pieces: they were streamed already, under tokens
+    /// a constraint dropped to re-tokenize the same text differently.
+    pub fn skip_bytes(&mut self, bytes: usize) {
+        self.skip += bytes;
     }
 
     /// Ends the text: whatever is still pending, with broken sequences as U+FFFD.
