@@ -1,12 +1,21 @@
-//! `sprout generate` (one prompt) and `sprout chat` (an interactive conversation).
+//! `sprout generate` (one prompt) and `sprout chat` (an interactive conversation), both on the
+//! same continuous-batching scheduler as the server: one decode loop in the project, and a
+//! conversation's next turn takes the previous turns' KV from the prefix cache.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use sprout_engine::bundle::PromptFormat;
 use sprout_engine::chat_template::ChatMessage;
-use sprout_engine::generation::{self, FinishReason, StopConditions};
+use sprout_engine::generation::{FinishReason, StopConditions};
+use sprout_engine::grammar::{GrammarCompiler, GrammarSpec};
 use sprout_engine::sampler::SamplingParams;
+use sprout_engine::scheduler::{
+    GenerationRequest, Scheduler, SchedulerConfig, SchedulerHandle, TokenConstraint,
+};
 
 use crate::model_arg::ModelArgs;
 
@@ -80,54 +89,145 @@ pub struct GenerateArgs {
     /// A system message (ignored with --raw).
     #[arg(long)]
     system: Option<String>,
-    /// Print one JSON line: text, tokens, prompt_tokens, completion_tokens.
+    /// Print one JSON line: text, finish_reason and token counts.
     #[arg(long)]
     json: bool,
+    /// The answer must match this JSON Schema (a file).
+    #[arg(long, conflicts_with_all = ["regex", "lark"])]
+    json_schema: Option<PathBuf>,
+    /// The answer must match this regular expression.
+    #[arg(long, conflicts_with = "lark")]
+    regex: Option<String>,
+    /// The answer must match this Lark grammar (a file).
+    #[arg(long)]
+    lark: Option<PathBuf>,
+    /// Sample a grammar's forced text token by token instead of appending it.
+    #[arg(long)]
+    no_jump_forward: bool,
+}
+
+/// A model behind its own scheduler thread, for one CLI session.
+struct Session {
+    prompt: PromptFormat,
+    scheduler: SchedulerHandle,
+    context_tokens: usize,
+    vocab_size: usize,
+}
+
+impl Session {
+    fn start(model: &ModelArgs) -> Result<Self> {
+        let (prompt, engine) = model.load_engine()?;
+        let context_tokens = engine.model().config.context_tokens;
+        let vocab_size = engine.model().config.vocab_size;
+        let (scheduler, _join) = Scheduler::spawn(
+            engine,
+            prompt.tokenizer.clone(),
+            SchedulerConfig {
+                max_running_seqs: 1,
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            prompt,
+            scheduler,
+            context_tokens,
+            vocab_size,
+        })
+    }
+
+    /// Generates for `tokens`, printing pieces as they come when `print` is set.
+    fn run(
+        &self,
+        tokens: Vec<u32>,
+        sampling: &SamplingArgs,
+        constraint: Option<Box<dyn TokenConstraint>>,
+        print: bool,
+    ) -> Result<sprout_engine::scheduler::Generated> {
+        let mut stop = sampling.stop();
+        let room = self.context_tokens.saturating_sub(tokens.len());
+        if room == 0 {
+            bail!(
+                "the prompt ({} tokens) fills the context of {}; shorten it (or /reset a chat)",
+                tokens.len(),
+                self.context_tokens
+            );
+        }
+        stop.max_tokens = stop.max_tokens.min(room);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let req = GenerationRequest {
+            prompt: tokens,
+            sampling: sampling.params(),
+            stop,
+            constraint,
+            timeout: None,
+            events: Box::new(tx),
+        };
+        let mut stdout = std::io::stdout();
+        let out = self.scheduler.generate_blocking(req, |piece| {
+            if print {
+                print!("{piece}");
+                let _ = stdout.flush();
+            }
+            true
+        })?;
+        Ok(out)
+    }
+}
+
+impl GenerateArgs {
+    fn grammar(&self) -> Result<Option<GrammarSpec>> {
+        if let Some(p) = &self.json_schema {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            return Ok(Some(GrammarSpec::JsonSchema(v)));
+        }
+        if let Some(r) = &self.regex {
+            return Ok(Some(GrammarSpec::Regex(r.clone())));
+        }
+        if let Some(p) = &self.lark {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            return Ok(Some(GrammarSpec::Lark(text)));
+        }
+        Ok(None)
+    }
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let (prompt_format, mut engine) = args.model.load_engine()?;
+    let session = Session::start(&args.model)?;
+    let prompt_format = &session.prompt;
     let prompt = if args.raw {
         prompt_format.encode_prompt(&args.prompt, false)
     } else {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: s.clone(),
-            });
+            messages.push(ChatMessage::new("system", s.clone()));
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        });
+        messages.push(ChatMessage::new("user", args.prompt.clone()));
         prompt_format.chat_prompt(&messages)?
     };
-    let stream = !args.json;
-    let mut stdout = std::io::stdout();
-    let out = generation::generate(
-        &mut engine,
-        &prompt_format.tokenizer,
-        &prompt,
-        &args.sampling.params(),
-        &args.sampling.stop(),
-        |piece| {
-            if stream {
-                print!("{piece}");
-                let _ = stdout.flush();
-            }
-            true
-        },
-    )?;
+    let constraint = match args.grammar()? {
+        None => None,
+        Some(spec) => {
+            let compiler = GrammarCompiler::new(
+                Arc::clone(&prompt_format.tokenizer),
+                session.vocab_size,
+                !args.no_jump_forward,
+            )?;
+            Some(Box::new(compiler.constraint(&spec)?) as Box<dyn TokenConstraint>)
+        }
+    };
+    let out = session.run(prompt, &args.sampling, constraint, !args.json)?;
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "text": out.text,
-                "tokens": out.tokens,
-                "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.tokens.len(),
-                "finish_reason": out.finish_reason.as_str(),
+                "finish_reason": out.reason.as_str(),
+                "prompt_tokens": out.usage.prompt_tokens,
+                "completion_tokens": out.usage.completion_tokens,
+                "cached_tokens": out.usage.cached_tokens,
+                "forced_tokens": out.usage.forced_tokens,
             })
         );
     } else {
@@ -146,19 +246,18 @@ pub struct ChatArgs {
     /// A system message starting the conversation.
     #[arg(long)]
     system: Option<String>,
+    /// After each answer, print its token counts (prompt, computed, cached) to stderr.
+    #[arg(long)]
+    stats: bool,
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
-    let (prompt_format, mut engine) = args.model.load_engine()?;
+    let session = Session::start(&args.model)?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: s.clone(),
-        });
+        messages.push(ChatMessage::new("system", s.clone()));
     }
     let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
     eprintln!("sprout chat — empty line or Ctrl-D to quit, /reset to forget the conversation");
     loop {
         eprint!("> ");
@@ -174,40 +273,25 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             messages.truncate(usize::from(args.system.is_some()));
             continue;
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: line.to_string(),
-        });
-        let prompt = prompt_format.chat_prompt(&messages)?;
-        let ctx = engine.model().config.context_tokens;
-        if prompt.len() >= ctx {
-            bail!(
-                "the conversation ({} tokens) no longer fits the context of {ctx}; use /reset",
-                prompt.len()
+        messages.push(ChatMessage::new("user", line.to_string()));
+        let prompt = session.prompt.chat_prompt(&messages)?;
+        // The earlier turns' tokens are in the prefix cache: only the new ones are computed.
+        let out = session.run(prompt, &args.sampling, None, true)?;
+        println!();
+        if out.reason == FinishReason::Length {
+            eprintln!("[stopped at {} tokens]", out.usage.completion_tokens);
+        }
+        if args.stats {
+            let u = out.usage;
+            eprintln!(
+                "[prompt {} tokens: {} computed, {} cached; {} generated]",
+                u.prompt_tokens,
+                u.prompt_tokens - u.cached_tokens,
+                u.cached_tokens,
+                u.completion_tokens
             );
         }
-        let mut stop = args.sampling.stop();
-        stop.max_tokens = stop.max_tokens.min(ctx - prompt.len());
-        let out = generation::generate(
-            &mut engine,
-            &prompt_format.tokenizer,
-            &prompt,
-            &args.sampling.params(),
-            &stop,
-            |piece| {
-                print!("{piece}");
-                let _ = stdout.flush();
-                true
-            },
-        )?;
-        println!();
-        if out.finish_reason == FinishReason::Length {
-            eprintln!("[stopped at {} tokens]", out.tokens.len());
-        }
-        messages.push(ChatMessage {
-            role: "assistant".into(),
-            content: out.text,
-        });
+        messages.push(ChatMessage::new("assistant", out.text));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use sprout_engine::engine::Engine;
 use sprout_engine::kv::KvPool;
-use sprout_engine::scheduler::SchedulerConfig;
+use sprout_engine::scheduler::{Fault, SchedulerConfig};
 use sprout_server::{LoadedModel, ServerConfig};
 
 use crate::model_arg::ModelArgs;
@@ -52,6 +52,25 @@ pub struct ServeArgs {
     /// Disable the prefix cache.
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Sample a grammar's forced text token by token instead of appending it (for comparison).
+    #[arg(long)]
+    pub no_jump_forward: bool,
+    /// Test hook: `step:N` panics inside engine step N, `outside:N` after it.
+    #[arg(long, hide = true)]
+    pub inject_fault: Option<String>,
+}
+
+/// Parses `--inject-fault`.
+fn fault(spec: &str) -> Result<Fault> {
+    let (kind, n) = spec
+        .split_once(':')
+        .context("--inject-fault takes step:N or outside:N")?;
+    let at_step: u64 = n.parse().context("--inject-fault: N is a step number")?;
+    match kind {
+        "step" => Ok(Fault::PanicInStep { at_step }),
+        "outside" => Ok(Fault::PanicOutsideStep { at_step }),
+        _ => anyhow::bail!("--inject-fault takes step:N or outside:N"),
+    }
 }
 
 /// Fraction of available memory the KV cache may take when --kv-tokens is not given.
@@ -125,10 +144,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.no_prefix_cache {
         cfg.prefix_cache = false;
     }
+    if args.no_jump_forward {
+        cfg.jump_forward = false;
+    }
     let sched = SchedulerConfig {
         max_running_seqs: cfg.max_concurrent.max(1),
         step_tokens: cfg.step_tokens.max(1),
         prefix_cache: cfg.prefix_cache,
+        fault: args.inject_fault.as_deref().map(fault).transpose()?,
     };
     let model_args = args.model.clone();
     let max_concurrent = cfg.max_concurrent;

@@ -13,9 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use sprout_engine::bundle::PromptFormat;
-use sprout_engine::engine::Engine;
-use sprout_engine::scheduler::{Scheduler, SchedulerConfig, SchedulerHandle};
+use sprout_engine::grammar::GrammarCompiler;
+use sprout_engine::scheduler::{Health, Scheduler, SchedulerConfig, SchedulerHandle};
 use tokio::sync::{oneshot, watch};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
@@ -24,31 +23,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::openai::error::ApiError;
 use crate::openai::routes;
-
-/// What the model loader hands the server.
-pub struct LoadedModel {
-    /// Names the model answers to in requests; the first is listed by /v1/models.
-    pub names: Vec<String>,
-    pub prompt: PromptFormat,
-    pub engine: Engine,
-}
-
-/// A loaded model behind its scheduler.
-pub struct Serving {
-    pub models: Vec<String>,
-    pub prompt: PromptFormat,
-    pub scheduler: SchedulerHandle,
-    pub created: u64,
-}
-
-/// State shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServerConfig>,
-    pub serving: Arc<OnceLock<Arc<Serving>>>,
-    pub admission: Arc<Admission>,
-    pub metrics: Arc<Metrics>,
-}
+use crate::state::{AppState, LoadedModel, Serving};
 
 /// The router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -97,13 +72,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    match st.serving.get() {
-        Some(_) => Json(json!({"status": "ready"})).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response(),
+    let unavailable = |body| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    match st.serving.get().map(|s| s.scheduler.health()) {
+        Some(Health::Serving) => Json(json!({"status": "ready"})).into_response(),
+        Some(Health::Down { reason }) => unavailable(json!({"status": "down", "reason": reason})),
+        None => unavailable(json!({"status": "loading"})),
     }
 }
 
@@ -138,6 +111,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     loaded: Option<oneshot::Receiver<Result<(), String>>>,
+    /// Told once the engine thread has stopped for good, with the reason.
+    engine_down: watch::Receiver<Option<String>>,
     state: AppState,
 }
 
@@ -150,6 +125,15 @@ impl RunningServer {
                 .context("model loader vanished")?
                 .map_err(anyhow::Error::msg),
             None => Ok(()),
+        }
+    }
+
+    /// Resolves when the engine thread has stopped after a fault it could not recover from,
+    /// with the reason; never resolves while it serves.
+    pub async fn engine_down(&mut self) -> String {
+        match self.engine_down.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
         }
     }
 
@@ -195,11 +179,28 @@ pub async fn start(
         metrics: Arc::new(Metrics::default()),
     };
     let (loaded_tx, loaded_rx) = oneshot::channel();
+    let (down_tx, down_rx) = watch::channel(None);
     let serving = state.serving.clone();
+    let jump_forward = state.config.jump_forward;
     tokio::task::spawn_blocking(move || {
         let result = load().and_then(|m| {
-            let detok = m.prompt.tokenizer.clone();
-            let (handle, _join) = Scheduler::spawn(m.engine, detok, scheduler)?;
+            let tokenizer = m.prompt.tokenizer.clone();
+            let vocab = m.engine.model().config.vocab_size;
+            let grammars = GrammarCompiler::new(tokenizer.clone(), vocab, jump_forward)?;
+            let (handle, join) = Scheduler::spawn(m.engine, tokenizer, scheduler)?;
+            // The supervisor: when the engine thread ends while still wanted, the process
+            // must go (a supervisor restarts it); /ready already answers 503.
+            let watched = handle.health_probe();
+            std::thread::Builder::new()
+                .name("sprout-supervisor".into())
+                .spawn(move || {
+                    let _ = join.join();
+                    let reason = match watched.health() {
+                        Health::Down { reason } => reason,
+                        Health::Serving => "the engine thread ended".to_string(),
+                    };
+                    let _ = down_tx.send(Some(reason));
+                })?;
             let created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -207,6 +208,7 @@ pub async fn start(
                 models: m.names,
                 prompt: m.prompt,
                 scheduler: handle,
+                grammars: Arc::new(grammars),
                 created,
             }));
             Ok(())
@@ -230,6 +232,7 @@ pub async fn start(
         shutdown,
         task,
         loaded: Some(loaded_rx),
+        engine_down: down_rx,
         state,
     })
 }
@@ -255,9 +258,17 @@ pub fn run_blocking(
             return Err(e);
         }
         eprintln!("sprout ready on http://{}", server.addr);
-        shutdown_signal().await;
-        eprintln!("shutting down: finishing in-flight requests");
-        server.shutdown().await
+        tokio::select! {
+            _ = shutdown_signal() => {
+                eprintln!("shutting down: finishing in-flight requests");
+                server.shutdown().await
+            }
+            reason = server.engine_down() => {
+                eprintln!("the engine is down ({reason}); exiting so that a supervisor restarts sprout");
+                let _ = server.shutdown().await;
+                anyhow::bail!("engine down: {reason}")
+            }
+        }
     })
 }
 

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::openai::error::ApiError;
 
 /// Whether `header` (the Authorization value) carries `key`.

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub sse_keepalive_ms: u64,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Append a grammar's forced continuations without sampling them (jump-forward).
+    pub jump_forward: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             prefix_cache: true,
             sse_keepalive_ms: 10_000,
             shutdown_grace_ms: 30_000,
+            jump_forward: true,
         }
     }
 }

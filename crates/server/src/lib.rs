@@ -11,6 +11,9 @@ pub mod bench;
 pub mod config;
 pub mod metrics;
 pub mod openai;
+pub mod pipeline;
+pub mod state;
 
-pub use app::{run_blocking, start, LoadedModel, RunningServer};
+pub use app::{run_blocking, start, RunningServer};
+pub use state::LoadedModel;
 pub use config::ServerConfig;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
-use sprout_engine::scheduler::{SchedulerStats, BATCH_BUCKETS};
+use sprout_engine::scheduler::{SchedulerStats, BATCH_BUCKETS, MASK_US_BUCKETS};
 
 /// Latency bucket bounds in seconds.
 const LATENCY_BUCKETS_S: [f64; 14] = [
@@ -191,9 +191,39 @@ impl Metrics {
         );
         gauge(
             "sprout_generated_tokens_total",
-            "Tokens generated.",
+            "Tokens generated (sampled or forced).",
             "counter",
             c(&s.generated_tokens),
+        );
+        gauge(
+            "sprout_forced_tokens_total",
+            "Tokens a grammar appended without sampling (jump-forward); over generated tokens, the share forced.",
+            "counter",
+            c(&s.forced_tokens),
+        );
+        gauge(
+            "sprout_constrained_answers_total",
+            "Constrained answers completed; forced tokens per answer = sprout_answer_forced_tokens_total / this.",
+            "counter",
+            c(&s.constrained_answers),
+        );
+        gauge(
+            "sprout_answer_forced_tokens_total",
+            "Forced tokens of completed constrained answers.",
+            "counter",
+            c(&s.answer_forced_sum),
+        );
+        gauge(
+            "sprout_grammar_errors_total",
+            "Requests ended by their grammar (dead end, or max_tokens before the output was complete).",
+            "counter",
+            c(&s.grammar_errors),
+        );
+        gauge(
+            "sprout_engine_step_panics_total",
+            "Engine steps that panicked (their requests failed).",
+            "counter",
+            c(&s.step_panics),
         );
         gauge(
             "sprout_prefix_cache_lookup_blocks_total",
@@ -255,6 +285,24 @@ impl Metrics {
             c(&s.batch_seqs_sum),
             c(&s.steps)
         );
+        {
+            let name = "sprout_grammar_mask_microseconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Time to compute one token mask of a grammar.\n# TYPE {name} histogram"
+            );
+            let mut cumulative = 0;
+            for (b, hi) in s.mask_us_buckets.iter().zip(MASK_US_BUCKETS) {
+                cumulative += c(b);
+                let _ = writeln!(out, "{name}_bucket{{le=\"{hi}\"}} {cumulative}");
+            }
+            cumulative += c(&s.mask_us_buckets[MASK_US_BUCKETS.len()]);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}",
+                c(&s.mask_us_sum)
+            );
+        }
         out
     }
 }

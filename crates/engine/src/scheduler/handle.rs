@@ -54,6 +54,27 @@ pub enum Health {
     Down { reason: String },
 }
 
+/// Reads the scheduler's health without holding it open.
+#[derive(Clone)]
+pub struct HealthProbe(Arc<Shared>);
+
+impl HealthProbe {
+    /// Whether the thread still serves.
+    pub fn health(&self) -> Health {
+        if self.0.down.load(Relaxed) {
+            let reason = self
+                .0
+                .down_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            Health::Down { reason }
+        } else {
+            Health::Serving
+        }
+    }
+}
+
 /// Shared between the handles and the thread.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -102,17 +123,13 @@ impl SchedulerHandle {
 
     /// Whether the thread still serves.
     pub fn health(&self) -> Health {
-        if self.shared.down.load(Relaxed) {
-            let reason = self
-                .shared
-                .down_reason
-                .lock()
-                .map(|r| r.clone())
-                .unwrap_or_default();
-            Health::Down { reason }
-        } else {
-            Health::Serving
-        }
+        self.health_probe().health()
+    }
+
+    /// A health reader that does not keep the thread alive (a handle does: the thread runs
+    /// while any handle exists).
+    pub fn health_probe(&self) -> HealthProbe {
+        HealthProbe(self.shared.clone())
     }
 
     /// Live counters.

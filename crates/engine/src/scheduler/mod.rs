@@ -25,7 +25,7 @@ use crate::engine::{Engine, StepInput};
 use crate::prefix_cache::PrefixCache;
 use sequence::{Progress, Sequence};
 
-pub use handle::{Generated, Health, Limits, SchedulerHandle};
+pub use handle::{Generated, Health, HealthProbe, Limits, SchedulerHandle};
 pub use request::{
     Accepted, Detokenizer, Event, EventSink, GenerationError, GenerationRequest, RequestId,
     TextStream, TokenConstraint, Usage,

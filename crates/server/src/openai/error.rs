@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sprout_engine::scheduler::GenerationError;
 
+use crate::pipeline::PipelineError;
+
 /// An error answered to an OpenAI client.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -37,6 +39,13 @@ pub enum ApiError {
     NotReady,
     #[error("{0}")]
     Generation(GenerationError),
+    #[error("{message}")]
+    Grammar {
+        param: &'static str,
+        message: String,
+    },
+    #[error("the constrained output failed its final check: {0}")]
+    InvalidOutput(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,16 +65,23 @@ impl ApiError {
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Generation(g) => match g {
-                G::ContextExceeded { .. } | G::NeverFits { .. } | G::Invalid(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                G::ContextExceeded { .. }
+                | G::NeverFits { .. }
+                | G::EmptyPrompt
+                | G::ZeroMaxTokens
+                | G::Incomplete { .. } => StatusCode::BAD_REQUEST,
                 G::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
-                G::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                G::InvalidLogits | G::Constraint(_) | G::Engine(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                G::ShuttingDown | G::EngineDown => StatusCode::SERVICE_UNAVAILABLE,
+                G::InvalidLogits
+                | G::ConstraintDeadEnd { .. }
+                | G::StepFailed { .. }
+                | G::StepPanicked { .. }
+                | G::Cancelled => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Grammar { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidOutput(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -101,16 +117,57 @@ impl ApiError {
                     Some("messages"),
                     Some("context_length_exceeded"),
                 ),
-                G::Invalid(_) => ("invalid_request_error", None, None),
+                G::EmptyPrompt => ("invalid_request_error", Some("prompt"), None),
+                G::ZeroMaxTokens => ("invalid_request_error", Some("max_tokens"), None),
+                G::Incomplete { .. } => (
+                    "invalid_request_error",
+                    Some("max_tokens"),
+                    Some("incomplete_output"),
+                ),
                 G::Timeout { .. } => ("timeout_error", None, Some("timeout")),
                 G::ShuttingDown => ("server_error", None, Some("shutting_down")),
-                G::InvalidLogits | G::Constraint(_) | G::Engine(_) => {
-                    ("server_error", None, Some("generation_failed"))
-                }
+                G::EngineDown => ("server_error", None, Some("engine_down")),
+                G::ConstraintDeadEnd { .. } => ("server_error", None, Some("grammar_error")),
+                G::InvalidLogits
+                | G::StepFailed { .. }
+                | G::StepPanicked { .. }
+                | G::Cancelled => ("server_error", None, Some("generation_failed")),
             },
+            ApiError::Grammar { param, .. } => {
+                ("invalid_request_error", Some(*param), Some("invalid_grammar"))
+            }
+            ApiError::InvalidOutput(_) => ("server_error", None, Some("invalid_output")),
             ApiError::Internal(_) => ("server_error", None, None),
         };
-        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+        let mut body = json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}});
+        if let ApiError::Generation(G::Incomplete { .. }) = self {
+            // What a client checks first: the answer ran out of tokens and is not returned.
+            body["error"]["finish_reason"] = "length".into();
+        }
+        body
+    }
+
+    /// The error of a pipeline failure, `grammar_param` naming the field the grammar came from.
+    pub fn from_pipeline(e: PipelineError, grammar_param: &'static str) -> Self {
+        match e {
+            PipelineError::NotReady => ApiError::NotReady,
+            PipelineError::Overloaded {
+                limit,
+                retry_after_s,
+            } => ApiError::Overloaded {
+                limit,
+                retry_after_s,
+            },
+            PipelineError::Template(t) => ApiError::Template(t),
+            PipelineError::EmptyPrompt => ApiError::Generation(GenerationError::EmptyPrompt),
+            PipelineError::Grammar(g) => ApiError::Grammar {
+                param: grammar_param,
+                message: g.to_string(),
+            },
+            PipelineError::Generation(g) => ApiError::Generation(g),
+            PipelineError::InvalidOutput(m) => ApiError::InvalidOutput(m),
+            PipelineError::Internal(m) => ApiError::Internal(m),
+        }
     }
 }
 

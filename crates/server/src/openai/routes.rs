@@ -1,5 +1,5 @@
-//! Handlers of `/v1/chat/completions`, `/v1/completions` and `/v1/models`: validate, admit,
-//! tokenize off the async threads, submit to the scheduler, then stream (SSE) or collect.
+//! Handlers of `/v1/chat/completions`, `/v1/completions` and `/v1/models`: validate, hand the
+//! job to the generation pipeline, then stream its events as SSE chunks or collect them.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,28 +14,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use sprout_engine::generation::{FinishReason, StopConditions};
-use sprout_engine::scheduler::{Event, EventSink, GenerationError, GenerationRequest, Usage};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use sprout_engine::generation::FinishReason;
+use sprout_engine::scheduler::Usage;
 
 use super::error::ApiError;
-use super::validate::{max_tokens_for, parse_body, validate, Endpoint, PromptSpec};
-use crate::admission::Permit;
-use crate::app::AppState;
+use super::validate::{parse_body, validate, Endpoint, ValidRequest};
 use crate::metrics::{Latency, Metrics};
-
-/// Events of one request flow to its handler through this sink; a dropped handler (client
-/// gone) closes it and the scheduler cancels the sequence.
-struct ChannelSink(UnboundedSender<Event>);
-
-impl EventSink for ChannelSink {
-    fn send(&mut self, event: Event) -> bool {
-        self.0.send(event).is_ok()
-    }
-    fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
+use crate::pipeline::{self, GenerationHandle, Output};
+use crate::state::AppState;
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
@@ -78,6 +64,7 @@ struct Meta {
     endpoint: Endpoint,
     include_usage: bool,
     started: Instant,
+    grammar_param: &'static str,
 }
 
 fn unix_now() -> u64 {
@@ -114,29 +101,10 @@ async fn generate(
         _ => ApiError::InvalidJson(r.body_text()),
     })?;
     let valid = validate(parse_body(&bytes)?, endpoint, &serving.models)?;
-    let permit = st.admission.try_acquire().ok_or(ApiError::Overloaded {
-        limit: st.admission.limit(),
-        retry_after_s: 1,
-    })?;
-    let format = serving.prompt.clone();
-    let spec = valid.prompt.clone();
-    // Templates and tokenizers can take milliseconds on big inputs: keep them off the reactor.
-    let prompt = tokio::task::spawn_blocking(move || match spec {
-        PromptSpec::Chat(messages) => format
-            .chat_prompt(&messages)
-            .map_err(|e| ApiError::Template(e.to_string())),
-        PromptSpec::Text(text) => Ok(format.encode_prompt(&text, true)),
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("tokenizer task: {e}")))??;
-    let limits = serving.scheduler.limits();
-    let max_tokens = max_tokens_for(
-        valid.max_tokens,
-        prompt.len(),
-        &limits,
-        st.config.default_max_tokens,
-    )?;
-    let (tx, rx) = unbounded_channel();
+    let grammar_param = grammar_param(&valid);
+    let handle = pipeline::submit(&st, valid.job())
+        .await
+        .map_err(|e| ApiError::from_pipeline(e, grammar_param))?;
     let meta = Meta {
         id: response_id(endpoint),
         created: unix_now(),
@@ -144,24 +112,21 @@ async fn generate(
         endpoint,
         include_usage: valid.include_usage,
         started,
+        grammar_param,
     };
-    tracing::debug!(id = %meta.id, prompt_tokens = prompt.len(), max_tokens, "request admitted");
-    serving.scheduler.submit(GenerationRequest {
-        prompt,
-        sampling: valid.sampling,
-        stop: StopConditions {
-            max_tokens,
-            stop_strings: valid.stop_strings,
-            ignore_eos: valid.ignore_eos,
-        },
-        constraint: None,
-        timeout: Some(Duration::from_millis(st.config.request_timeout_ms)),
-        events: Box::new(ChannelSink(tx)),
-    })?;
+    tracing::debug!(id = %meta.id, request = handle.id, "request admitted");
     if valid.stream {
-        Ok(stream(st.clone(), meta, rx, permit))
+        Ok(stream(st.clone(), meta, handle))
     } else {
-        collect(&st.metrics, meta, rx, permit).await
+        collect(&st.metrics, meta, handle).await
+    }
+}
+
+/// The request field a grammar error is reported against.
+fn grammar_param(valid: &ValidRequest) -> &'static str {
+    match valid.grammar {
+        Some(sprout_engine::grammar::GrammarSpec::Regex(_) | sprout_engine::grammar::GrammarSpec::Lark(_)) => "grammar",
+        _ => "response_format",
     }
 }
 
@@ -171,6 +136,7 @@ fn usage_json(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"forced_tokens": u.forced_tokens},
     })
 }
 
@@ -197,8 +163,7 @@ impl Timing {
 async fn collect(
     metrics: &Metrics,
     meta: Meta,
-    mut rx: UnboundedReceiver<Event>,
-    _permit: Permit,
+    mut handle: GenerationHandle,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut timing = Timing {
@@ -206,14 +171,14 @@ async fn collect(
         last: None,
     };
     let (reason, usage) = loop {
-        match rx.recv().await {
-            Some(Event::Text(t)) => {
+        match handle.next().await {
+            Some(Ok(Output::Text(t))) => {
                 timing.text(metrics);
                 text.push_str(&t);
             }
-            Some(Event::Finished { reason, usage }) => break (reason, usage),
-            Some(Event::Failed(e)) => return Err(e.into()),
-            None => return Err(ApiError::Generation(GenerationError::ShuttingDown)),
+            Some(Ok(Output::Done { reason, usage })) => break (reason, usage),
+            Some(Err(e)) => return Err(ApiError::from_pipeline(e, meta.grammar_param)),
+            None => return Err(ApiError::Internal("the answer ended without a final event".into())),
         }
     };
     metrics.latency(Latency::EndToEnd, meta.started.elapsed().as_secs_f64());
@@ -268,19 +233,18 @@ fn chunk(meta: &Meta, text: Option<&str>, role: bool, reason: Option<FinishReaso
 
 struct StreamState {
     meta: Meta,
-    rx: UnboundedReceiver<Event>,
+    handle: GenerationHandle,
     metrics: Arc<Metrics>,
     pending: VecDeque<SseEvent>,
     timing: Timing,
     done: bool,
-    _permit: Permit,
 }
 
 fn data(v: &Value) -> SseEvent {
     SseEvent::default().data(v.to_string())
 }
 
-fn stream(st: AppState, meta: Meta, rx: UnboundedReceiver<Event>, permit: Permit) -> Response {
+fn stream(st: AppState, meta: Meta, handle: GenerationHandle) -> Response {
     let mut pending = VecDeque::new();
     if meta.endpoint == Endpoint::Chat {
         pending.push_back(data(&chunk(&meta, Some(""), true, None)));
@@ -291,11 +255,10 @@ fn stream(st: AppState, meta: Meta, rx: UnboundedReceiver<Event>, permit: Permit
             last: None,
         },
         meta,
-        rx,
+        handle,
         metrics: st.metrics.clone(),
         pending,
         done: false,
-        _permit: permit,
     };
     let events = futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -305,13 +268,13 @@ fn stream(st: AppState, meta: Meta, rx: UnboundedReceiver<Event>, permit: Permit
             if s.done {
                 return None;
             }
-            match s.rx.recv().await {
-                Some(Event::Text(t)) => {
+            match s.handle.next().await {
+                Some(Ok(Output::Text(t))) => {
                     s.timing.text(&s.metrics);
                     s.pending
                         .push_back(data(&chunk(&s.meta, Some(&t), false, None)));
                 }
-                Some(Event::Finished { reason, usage }) => {
+                Some(Ok(Output::Done { reason, usage })) => {
                     s.metrics
                         .latency(Latency::EndToEnd, s.meta.started.elapsed().as_secs_f64());
                     let text = (s.meta.endpoint == Endpoint::Completion).then_some("");
@@ -326,16 +289,8 @@ fn stream(st: AppState, meta: Meta, rx: UnboundedReceiver<Event>, permit: Permit
                     s.pending.push_back(SseEvent::default().data("[DONE]"));
                     s.done = true;
                 }
-                Some(Event::Failed(e)) => {
-                    s.pending.push_back(
-                        SseEvent::default()
-                            .event("error")
-                            .data(ApiError::from(e).body().to_string()),
-                    );
-                    s.done = true;
-                }
-                None => {
-                    let e = ApiError::Generation(GenerationError::ShuttingDown);
+                Some(Err(e)) => {
+                    let e = ApiError::from_pipeline(e, s.meta.grammar_param);
                     s.pending.push_back(
                         SseEvent::default()
                             .event("error")
@@ -343,6 +298,7 @@ fn stream(st: AppState, meta: Meta, rx: UnboundedReceiver<Event>, permit: Permit
                     );
                     s.done = true;
                 }
+                None => s.done = true,
             }
         }
     });

@@ -32,6 +32,8 @@ pub struct RawRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<RawStreamOptions>,
     pub response_format: Option<serde_json::Value>,
+    /// sprout's extension: `{"type": "regex" | "lark", "value": "..."}`.
+    pub grammar: Option<RawGrammar>,
     pub logprobs: Option<serde_json::Value>,
     pub top_logprobs: Option<i64>,
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
@@ -93,4 +95,13 @@ pub struct RawPart {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+}
+
+/// sprout's `grammar` extension field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrammar {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }

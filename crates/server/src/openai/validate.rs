@@ -2,11 +2,12 @@
 //! the limits; nothing unchecked reaches the scheduler.
 
 use sprout_engine::chat_template::ChatMessage;
+use sprout_engine::grammar::GrammarSpec;
 use sprout_engine::sampler::SamplingParams;
-use sprout_engine::scheduler::Limits;
 
 use super::error::ApiError;
-use super::types::{RawContent, RawPrompt, RawRequest, RawStop};
+use super::types::{RawContent, RawGrammar, RawPrompt, RawRequest, RawStop};
+use crate::pipeline::{GenerationJob, PromptInput};
 
 /// Stop strings accepted per request.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -20,19 +21,12 @@ pub enum Endpoint {
     Completion,
 }
 
-/// What the prompt is before tokenization.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromptSpec {
-    Chat(Vec<ChatMessage>),
-    Text(String),
-}
-
 /// A request whose every field is in range.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
     pub endpoint: Endpoint,
     pub model: String,
-    pub prompt: PromptSpec,
+    pub prompt: PromptInput,
     pub sampling: SamplingParams,
     /// None: the server default, clipped to the context.
     pub max_tokens: Option<usize>,
@@ -40,6 +34,22 @@ pub struct ValidRequest {
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// The output must match this (response_format, or sprout's `grammar` extension).
+    pub grammar: Option<GrammarSpec>,
+}
+
+impl ValidRequest {
+    /// The pipeline's view of this request.
+    pub fn job(&self) -> GenerationJob {
+        GenerationJob {
+            prompt: self.prompt.clone(),
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
+            stop_strings: self.stop_strings.clone(),
+            ignore_eos: self.ignore_eos,
+            grammar: self.grammar.clone(),
+        }
+    }
 }
 
 /// Parses a body, naming the offending field on type errors.
@@ -121,7 +131,7 @@ pub fn validate(
                     format!("{name} is not a chat completions field"),
                 ));
             }
-            PromptSpec::Chat(messages(
+            PromptInput::Chat(messages(
                 raw.messages
                     .ok_or_else(|| invalid("messages", "messages is required"))?,
             )?)
@@ -146,8 +156,8 @@ pub fn validate(
                 .prompt
                 .ok_or_else(|| invalid("prompt", "prompt is required"))?
             {
-                RawPrompt::One(s) => PromptSpec::Text(s),
-                RawPrompt::Many(mut v) if v.len() == 1 => PromptSpec::Text(v.remove(0)),
+                RawPrompt::One(s) => PromptInput::Text(s),
+                RawPrompt::Many(mut v) if v.len() == 1 => PromptInput::Text(v.remove(0)),
                 RawPrompt::Many(v) => {
                     return Err(unsupported(
                         "prompt",
@@ -163,15 +173,7 @@ pub fn validate(
             format!("only n = 1 is supported, got {}", raw.n.unwrap_or(1)),
         ));
     }
-    if let Some(rf) = &raw.response_format {
-        let kind = rf.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        if kind != "text" {
-            return Err(unsupported(
-                "response_format",
-                format!("response_format {kind:?} is unsupported until constrained decoding lands"),
-            ));
-        }
-    }
+    let grammar = grammar_of(raw.response_format.as_ref(), raw.grammar)?;
     if raw
         .logprobs
         .as_ref()
@@ -299,7 +301,82 @@ pub fn validate(
         ignore_eos: raw.ignore_eos.unwrap_or(false),
         stream,
         include_usage,
+        grammar,
     })
+}
+
+/// The grammar a request asks for: OpenAI's `response_format` (`text`, `json_object`,
+/// `json_schema`) or sprout's `grammar` (`regex`, `lark`), not both. Only the shape is checked
+/// here; compiling happens in the pipeline (a grammar that does not compile is a 400 there).
+fn grammar_of(
+    response_format: Option<&serde_json::Value>,
+    grammar: Option<RawGrammar>,
+) -> Result<Option<GrammarSpec>, ApiError> {
+    let from_format = match response_format {
+        None => None,
+        Some(rf) => {
+            let kind = rf.get("type").and_then(|t| t.as_str());
+            match kind {
+                Some("text") => None,
+                Some("json_object") => Some(GrammarSpec::JsonObject),
+                Some("json_schema") => {
+                    let Some(js) = rf.get("json_schema").filter(|j| j.is_object()) else {
+                        return Err(invalid(
+                            "response_format",
+                            "response_format json_schema needs a json_schema object with name and schema",
+                        ));
+                    };
+                    if js.get("name").and_then(|n| n.as_str()).is_none() {
+                        return Err(invalid(
+                            "response_format",
+                            "response_format.json_schema.name is required",
+                        ));
+                    }
+                    match js.get("schema") {
+                        Some(schema) if schema.is_object() => {
+                            Some(GrammarSpec::JsonSchema(schema.clone()))
+                        }
+                        Some(_) => {
+                            return Err(invalid(
+                                "response_format",
+                                "response_format.json_schema.schema must be a JSON object",
+                            ))
+                        }
+                        None => Some(GrammarSpec::JsonObject),
+                    }
+                }
+                other => {
+                    return Err(invalid(
+                        "response_format",
+                        format!(
+                            "response_format.type must be text, json_object or json_schema, got {}",
+                            other.map_or("nothing".to_string(), |k| format!("{k:?}"))
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let from_grammar = match grammar {
+        None => None,
+        Some(g) => Some(match g.kind.as_str() {
+            "regex" => GrammarSpec::Regex(g.value),
+            "lark" => GrammarSpec::Lark(g.value),
+            other => {
+                return Err(invalid(
+                    "grammar",
+                    format!("grammar.type must be regex or lark, got {other:?}"),
+                ))
+            }
+        }),
+    };
+    match (from_format, from_grammar) {
+        (Some(_), Some(_)) => Err(invalid(
+            "grammar",
+            "give response_format or grammar, not both",
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 fn fresh_seed() -> u64 {
@@ -355,31 +432,6 @@ fn messages(raw: Vec<super::types::RawMessage>) -> Result<Vec<ChatMessage>, ApiE
             Ok(ChatMessage::new(role, content))
         })
         .collect()
-}
-
-/// The token budget of a tokenized request: max_tokens (given or default) checked against the
-/// context and the KV cache.
-pub fn max_tokens_for(
-    requested: Option<usize>,
-    prompt_tokens: usize,
-    limits: &Limits,
-    default_max_tokens: usize,
-) -> Result<usize, ApiError> {
-    if prompt_tokens == 0 {
-        return Err(invalid("prompt", "the prompt is empty (no tokens)"));
-    }
-    let max_tokens = match requested {
-        Some(n) => n,
-        None => {
-            let room = limits
-                .context_tokens
-                .min(limits.kv_capacity_tokens)
-                .saturating_sub(prompt_tokens);
-            default_max_tokens.min(room).max(1)
-        }
-    };
-    limits.check(prompt_tokens, max_tokens)?;
-    Ok(max_tokens)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ fn good_chat_gets_defaults() {
     let v = chat("").unwrap();
     assert_eq!(
         v.prompt,
-        PromptSpec::Chat(vec![ChatMessage::new("user", "hi")])
+        PromptInput::Chat(vec![ChatMessage::new("user", "hi")])
     );
     assert_eq!(
         (v.max_tokens, v.stream, v.sampling.temperature),
@@ -52,8 +52,20 @@ fn out_of_range_numbers_name_their_field() {
         (r#","presence_penalty":3"#, "presence_penalty"),
         (r#","n":2"#, "n"),
         (
-            r#","response_format":{"type":"json_object"}"#,
+            r#","response_format":{"type":"xml"}"#,
             "response_format",
+        ),
+        (
+            r#","response_format":{"type":"json_schema","json_schema":{"schema":{}}}"#,
+            "response_format",
+        ),
+        (
+            r#","grammar":{"type":"ebnf","value":"x"}"#,
+            "grammar",
+        ),
+        (
+            r#","response_format":{"type":"json_object"},"grammar":{"type":"regex","value":"a"}"#,
+            "grammar",
         ),
         (
             r#","stream_options":{"include_usage":true}"#,
@@ -135,23 +147,27 @@ fn required_fields_and_models() {
     .unwrap();
     assert_eq!(
         (v.prompt, v.sampling.seed),
-        (PromptSpec::Text("a".into()), (-3i64) as u64)
+        (PromptInput::Text("a".into()), (-3i64) as u64)
     );
 }
 
 #[test]
-fn token_budget_checks_context_and_kv() {
-    let limits = Limits {
-        context_tokens: 100,
-        kv_capacity_tokens: 64,
-        kv_block_tokens: 16,
-    };
-    assert_eq!(max_tokens_for(None, 10, &limits, 1000).unwrap(), 54);
-    assert_eq!(max_tokens_for(Some(20), 10, &limits, 1000).unwrap(), 20);
-    let e = max_tokens_for(Some(95), 10, &limits, 1000).unwrap_err();
-    assert!(e.to_string().contains("exceeds the context of 100"), "{e}");
-    let e = max_tokens_for(Some(60), 10, &limits, 1000).unwrap_err();
-    assert!(e.to_string().contains("holds 64"), "{e}");
-    assert_eq!(e.status().as_u16(), 400);
-    assert!(max_tokens_for(Some(1), 0, &limits, 1000).is_err());
+fn grammars_come_from_response_format_or_the_grammar_field() {
+    assert_eq!(chat("").unwrap().grammar, None);
+    let text = chat(r#","response_format":{"type":"text"}"#).unwrap();
+    assert_eq!(text.grammar, None);
+    let obj = chat(r#","response_format":{"type":"json_object"}"#).unwrap();
+    assert_eq!(obj.grammar, Some(GrammarSpec::JsonObject));
+    let schema = chat(
+        r#","response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":{"type":"object"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        schema.grammar,
+        Some(GrammarSpec::JsonSchema(serde_json::json!({"type": "object"})))
+    );
+    let rx = chat(r#","grammar":{"type":"regex","value":"[0-9]+"}"#).unwrap();
+    assert_eq!(rx.grammar, Some(GrammarSpec::Regex("[0-9]+".into())));
+    let lark = chat(r#","grammar":{"type":"lark","value":"start: \"a\""}"#).unwrap();
+    assert_eq!(lark.grammar, Some(GrammarSpec::Lark("start: \"a\"".into())));
 }

@@ -1,0 +1,41 @@
+//! The state every handler shares: configuration, the loaded model behind its scheduler (set
+//! once loading is done), admission and metrics. Below every route module, so that routes,
+//! auth and the app import it and not each other.
+
+use std::sync::{Arc, OnceLock};
+
+use sprout_engine::bundle::PromptFormat;
+use sprout_engine::engine::Engine;
+use sprout_engine::grammar::GrammarCompiler;
+use sprout_engine::scheduler::SchedulerHandle;
+
+use crate::admission::Admission;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+
+/// What the model loader hands the server.
+pub struct LoadedModel {
+    /// Names the model answers to in requests; the first is listed by /v1/models.
+    pub names: Vec<String>,
+    pub prompt: PromptFormat,
+    pub engine: Engine,
+}
+
+/// A loaded model behind its scheduler.
+pub struct Serving {
+    pub models: Vec<String>,
+    pub prompt: PromptFormat,
+    pub scheduler: SchedulerHandle,
+    /// Grammars compiled against this model's vocabulary.
+    pub grammars: Arc<GrammarCompiler>,
+    pub created: u64,
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub serving: Arc<OnceLock<Arc<Serving>>>,
+    pub admission: Arc<Admission>,
+    pub metrics: Arc<Metrics>,
+}
