@@ -10,7 +10,8 @@ use serde_json::Value;
 use sprout_engine::bundle::{LoadOptions, ModelBundle, PromptFormat};
 use sprout_engine::chat_template::ChatMessage;
 use sprout_engine::engine::{Engine, EngineConfig, StepInput};
-use sprout_engine::generation::{generate, StopConditions};
+use sprout_engine::generation::StopConditions;
+use sprout_engine::scheduler::{GenerationRequest, Scheduler, SchedulerConfig, SchedulerHandle};
 use sprout_engine::sampler::{argmax, SamplingParams};
 
 fn model_path(var: &str, default: &str) -> Option<PathBuf> {
@@ -172,66 +173,91 @@ fn gemma_greedy_continuations_match_llama_cpp() {
     assert_agreement("gemma", &a, 7, 0.5);
 }
 
+/// The model behind its scheduler thread, as the CLI and server run it.
+fn scheduler_for(path: &Path) -> (PromptFormat, SchedulerHandle) {
+    let (prompt, engine) = engine_for(path);
+    let (handle, _join) = Scheduler::spawn(
+        engine,
+        prompt.tokenizer.clone(),
+        SchedulerConfig::default(),
+    )
+    .expect("scheduler thread starts");
+    (prompt, handle)
+}
+
+fn run(
+    handle: &SchedulerHandle,
+    prompt: Vec<u32>,
+    sampling: SamplingParams,
+    stop: StopConditions,
+) -> sprout_engine::scheduler::Generated {
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let req = GenerationRequest {
+        prompt,
+        sampling,
+        stop,
+        constraint: None,
+        timeout: None,
+        events: Box::new(tx),
+    };
+    handle.generate_blocking(req, |_| true).expect("generates")
+}
+
 #[test]
 fn qwen_chat_answers_coherently() {
     let Some(path) = qwen() else { return };
-    let (bundle, mut engine) = engine_for(&path);
-    let ask = |engine: &mut Engine, q: &str| {
+    let (bundle, handle) = scheduler_for(&path);
+    let ask = |q: &str| {
         let prompt = bundle
-            .chat_prompt(&[ChatMessage {
-                role: "user".into(),
-                content: q.into(),
-            }])
+            .chat_prompt(&[ChatMessage::new("user", q)])
             .expect("template renders");
         let stop = StopConditions {
             max_tokens: 24,
             ..Default::default()
         };
-        generate(
-            engine,
-            &bundle.tokenizer,
-            &prompt,
-            &SamplingParams::default(),
-            &stop,
-            |_| true,
-        )
-        .unwrap()
+        run(&handle, prompt, SamplingParams::default(), stop)
     };
-    let fr = ask(
-        &mut engine,
-        "What is the capital of France? Answer in one sentence.",
-    );
+    let fr = ask("What is the capital of France? Answer in one sentence.");
     assert!(fr.text.contains("Paris"), "{:?}", fr.text);
-    let ko = ask(&mut engine, "한국의 수도는 어디인가요?");
+    let ko = ask("한국의 수도는 어디인가요?");
     assert!(ko.text.contains("서울"), "{:?}", ko.text);
-    assert_eq!(engine.sequence_count(), 0, "generate frees its sequence");
+    // The counters are published right after the step that sent the final event.
+    let running = || {
+        handle
+            .stats()
+            .running_seqs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(running(), 0, "finished requests leave the engine");
 }
 
 #[test]
 fn qwen_seeded_sampling_is_reproducible() {
     let Some(path) = qwen() else { return };
-    let (bundle, mut engine) = engine_for(&path);
+    let (bundle, handle) = scheduler_for(&path);
     let prompt = bundle.encode_prompt("Once upon a time", false);
     let stop = StopConditions {
         max_tokens: 12,
         ignore_eos: true,
         ..Default::default()
     };
-    let mut run = |seed| {
+    let sample = |seed| {
         let p = SamplingParams {
             temperature: 1.0,
             top_p: 0.95,
             seed,
             ..Default::default()
         };
-        generate(&mut engine, &bundle.tokenizer, &prompt, &p, &stop, |_| true)
-            .unwrap()
-            .tokens
+        run(&handle, prompt.clone(), p, stop.clone())
     };
-    let a = run(42);
-    assert_eq!(a.len(), 12);
-    assert_eq!(a, run(42));
-    assert_ne!(a, run(43));
+    let a = sample(42);
+    assert_eq!(a.usage.completion_tokens, 12);
+    assert_eq!(a.text, sample(42).text);
+    assert_ne!(a.text, sample(43).text);
 }
 
 #[test]

@@ -130,6 +130,7 @@ async fn serves_openai_api_end_to_end() {
         max_running_seqs: 2,
         step_tokens: 128,
         prefix_cache: true,
+        fault: None,
     };
     let load = Box::new(move || -> anyhow::Result<LoadedModel> {
         let b = ModelBundle::open(&path, &LoadOptions::default())?;
@@ -258,7 +259,11 @@ async fn serves_openai_api_end_to_end() {
         ("top_k", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"top_k":-2}"#.into(), 400, "top_k"),
         ("absurd max_tokens", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"max_tokens":99999999}"#.into(), 400, "context"),
         ("n=2", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"n":2}"#.into(), 400, "n = 1"),
-        ("response_format", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#.into(), 400, "unsupported"),
+        ("response_format type", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#.into(), 400, "response_format.type"),
+        ("schema that does not compile", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"array","uniqueItems":true}}}}"#.into(), 400, "uniqueItems"),
+        ("bad $ref", r##"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"$ref":"#/$defs/nope"}}}}"##.into(), 400, "nope"),
+        ("regex that does not compile", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"grammar":{"type":"regex","value":"(unclosed"}}"#.into(), 400, "grammar does not compile"),
+        ("lark that does not compile", r#"{"model":"default","messages":[{"role":"user","content":"x"}],"grammar":{"type":"lark","value":"start: foo"}}"#.into(), 400, "foo"),
         ("empty messages", r#"{"model":"default","messages":[]}"#.into(), 400, "messages"),
         ("lone surrogate", r#"{"model":"default","messages":[{"role":"user","content":"\ud800"}]}"#.into(), 400, "invalid JSON"),
         ("unknown model", r#"{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#.into(), 404, "gpt-9"),
@@ -277,8 +282,11 @@ async fn serves_openai_api_end_to_end() {
                 && v["error"].get("code").is_some()
         );
     }
-    let code = c.raw(r#"{"model":"default","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#).await.1;
-    assert_eq!(code["error"]["code"], "unsupported");
+    let code = c.raw(r#"{"model":"default","messages":[{"role":"user","content":"x"}],"grammar":{"type":"regex","value":"(unclosed"}}"#).await.1;
+    assert_eq!(
+        (&code["error"]["code"], &code["error"]["param"]),
+        (&json!("invalid_grammar"), &json!("grammar"))
+    );
     // Prompt longer than the KV budget: refused with the limits, not truncated (RELIABILITY 4).
     let (status, v) = c.chat(chat_body(&"tree ".repeat(5000), 4)).await;
     assert_eq!(status, 400, "{v}");
