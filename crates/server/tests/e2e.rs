@@ -4,6 +4,7 @@
 //! loads once. Run single-threaded: `cargo test -p sprout-server --test e2e -- --test-threads 1`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -113,6 +114,213 @@ async fn sse_events(resp: reqwest::Response) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(str::to_string)
         .collect()
+}
+
+/// Validates `text` against `schema` with an independent validator (the jsonschema crate).
+fn schema_errors(schema: &Value, text: &str) -> Option<String> {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("not JSON ({e}): {text:?}")),
+    };
+    let validator = jsonschema::validator_for(schema).expect("fixture schemas compile");
+    validator
+        .validate(&v)
+        .err()
+        .map(|e| format!("{e} at {}: {text}", e.instance_path()))
+}
+
+async fn start_server(
+    path: PathBuf,
+    max_concurrent: usize,
+    kv_tokens: usize,
+) -> (sprout_server::RunningServer, Client) {
+    let config = ServerConfig {
+        port: 0,
+        api_key: Some(KEY.into()),
+        max_concurrent,
+        max_queue: 256,
+        ..Default::default()
+    };
+    let sched = SchedulerConfig {
+        max_running_seqs: max_concurrent,
+        ..Default::default()
+    };
+    let load = Box::new(move || -> anyhow::Result<LoadedModel> {
+        let b = ModelBundle::open(&path, &LoadOptions::default())?;
+        let cfg = EngineConfig {
+            threads: 2,
+            kv_block_tokens: 16,
+            kv_capacity_tokens: kv_tokens,
+        };
+        Ok(LoadedModel {
+            names: vec!["default".into()],
+            engine: Engine::new(b.model, &cfg),
+            prompt: b.prompt,
+        })
+    });
+    let mut server = sprout_server::start(config, sched, load).await.unwrap();
+    server.wait_ready().await.unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", server.addr),
+    };
+    (server, c)
+}
+
+/// One constrained request of the structured-output suite and what became of it.
+struct Outcome {
+    label: String,
+    problem: Option<String>,
+    forced_tokens: u64,
+}
+
+async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String, stream: bool, seed: u64) -> Outcome {
+    let label = format!("{name} / {topic} / stream={stream}");
+    let mut body = json!({
+        "model": "default",
+        "messages": [
+            {"role": "system", "content": "You answer with one JSON object that fits the requested shape."},
+            {"role": "user", "content": topic},
+        ],
+        "max_tokens": 900,
+        "temperature": if stream { 0.8 } else { 0.0 },
+        "seed": seed,
+        "response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": true, "schema": schema}},
+    });
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let resp = c.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    if !stream {
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+        let problem = if status != 200 {
+            Some(format!("status {status}: {v}"))
+        } else if v["choices"][0]["finish_reason"] != "stop" {
+            Some(format!("finish_reason {}", v["choices"][0]["finish_reason"]))
+        } else {
+            schema_errors(&schema, text)
+        };
+        let forced = v["usage"]["completion_tokens_details"]["forced_tokens"].as_u64().unwrap_or(0);
+        return Outcome { label, problem, forced_tokens: forced };
+    }
+    let raw = resp.text().await.unwrap();
+    let mut text = String::new();
+    let mut finish = Value::Null;
+    let mut forced = 0;
+    let mut problem = (status != 200).then(|| format!("status {status}"));
+    let mut event = "";
+    for line in raw.lines() {
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = if e == "error" { "error" } else { "" };
+            continue;
+        }
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if event == "error" {
+            problem = Some(format!("error event: {data}"));
+            continue;
+        }
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if !chunk["choices"][0]["finish_reason"].is_null() {
+            finish = chunk["choices"][0]["finish_reason"].clone();
+        }
+        if let Some(f) = chunk["usage"]["completion_tokens_details"]["forced_tokens"].as_u64() {
+            forced = f;
+        }
+    }
+    if problem.is_none() && finish != "stop" {
+        problem = Some(format!("finish_reason {finish}"));
+    }
+    if problem.is_none() {
+        problem = schema_errors(&schema, &text);
+    }
+    Outcome { label, problem, forced_tokens: forced }
+}
+
+/// 200 constrained generations (10 schemas × 10 topics, once greedy without streaming and once
+/// sampled with streaming), 8 at a time: every answer is complete and valid against its
+/// schema by an independent validator; then the fail-closed cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_output_is_always_complete_and_valid() {
+    let Some(path) = model_path() else { return };
+    let (server, c) = start_server(path, 8, 12288).await;
+    let c = Arc::new(c);
+    let fx: Value = serde_json::from_str(include_str!("fixtures/structured.json")).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut seed = 0;
+    for stream in [false, true] {
+        for s in fx["schemas"].as_array().unwrap() {
+            for topic in fx["topics"].as_array().unwrap() {
+                seed += 1;
+                let (c, gate) = (c.clone(), gate.clone());
+                let name = s["name"].as_str().unwrap().to_string();
+                let (schema, topic) = (s["schema"].clone(), topic.as_str().unwrap().to_string());
+                tasks.spawn(async move {
+                    let _slot = gate.acquire_owned().await.unwrap();
+                    constrained(c, name, schema, topic, stream, seed).await
+                });
+            }
+        }
+    }
+    let mut outcomes = Vec::new();
+    while let Some(o) = tasks.join_next().await {
+        outcomes.push(o.unwrap());
+    }
+    assert_eq!(outcomes.len(), 200);
+    let bad: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.label)))
+        .collect();
+    assert!(bad.is_empty(), "{} of 200 invalid:\n{}", bad.len(), bad.join("\n"));
+    let grounded: Vec<&Outcome> = outcomes.iter().filter(|o| o.label.starts_with("catalog_grounded")).collect();
+    assert!(
+        grounded.iter().all(|o| o.forced_tokens >= 30),
+        "a chosen catalog item's description is forced text"
+    );
+
+    // Fail closed: max_tokens too small is an error, never truncated JSON.
+    let schema = &fx["schemas"][0]["schema"];
+    let mut body = json!({"model": "default", "max_tokens": 6, "temperature": 0,
+        "messages": [{"role": "user", "content": "Recommend eco challenges."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "leafresh", "schema": schema}}});
+    let (status, v) = c.chat(body.clone()).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "incomplete_output");
+    assert_eq!(v["error"]["finish_reason"], "length");
+    assert!(v.get("choices").is_none(), "no partial answer: {v}");
+    body["stream"] = json!(true);
+    let resp = c.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let raw = resp.text().await.unwrap();
+    assert!(raw.contains("event: error\ndata: {\"error\""), "{raw}");
+    assert!(raw.contains("incomplete_output"), "{raw}");
+    assert!(!raw.contains("[DONE]") && !raw.contains("\"finish_reason\":\"stop\""), "{raw}");
+    // json_object mode and a regex grammar.
+    let (status, v) = c.chat(json!({"model": "default", "max_tokens": 200, "temperature": 0,
+        "messages": [{"role": "user", "content": "Describe a tree as JSON."}],
+        "response_format": {"type": "json_object"}})).await;
+    assert_eq!(status, 200, "{v}");
+    let obj: Value = serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(obj.is_object(), "{obj}");
+    let (status, v) = c.chat(json!({"model": "default", "max_tokens": 20, "temperature": 0,
+        "messages": [{"role": "user", "content": "What year did the Berlin wall fall?"}],
+        "grammar": {"type": "regex", "value": "[12][0-9]{3}"}})).await;
+    assert_eq!(status, 200, "{v}");
+    let year = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(year.len() == 4 && year.chars().all(|ch| ch.is_ascii_digit()), "{year:?}");
+    assert!(c.metric("sprout_grammar_mask_microseconds_count").await > 1000.0);
+    assert!(c.metric("sprout_forced_tokens_total").await > 0.0);
+    assert!(c.metric("sprout_grammar_errors_total").await >= 2.0);
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
