@@ -3,6 +3,7 @@
 
 mod bench_engine;
 mod bench_serve;
+mod bench_structured;
 mod generate;
 mod model_arg;
 mod perplexity;
@@ -57,6 +58,8 @@ enum BenchCommand {
     Engine(bench_engine::BenchEngineArgs),
     /// Load test an OpenAI-compatible server (sprout's or any other): TTFT, inter-token latency, percentiles.
     Serve(bench_serve::BenchServeArgs),
+    /// Structured output: time per answer with jump-forward on vs off, mask cost at batch 8.
+    Structured(bench_structured::BenchStructuredArgs),
 }
 
 mod pull_cmd {
@@ -168,5 +171,8 @@ fn main() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Engine(a),
         } => bench_engine::run(a),
+        Command::Bench {
+            what: BenchCommand::Structured(a),
+        } => bench_structured::run(a),
     }
 }
