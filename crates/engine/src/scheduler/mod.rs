@@ -612,7 +612,7 @@ impl Scheduler {
             if finished && self.cfg.prefix_cache {
                 let blocks = self.engine.sequence_blocks(id).unwrap_or_default().to_vec();
                 self.cache
-                    .insert(&s.tokens[..s.computed], &blocks, self.engine.kv_mut());
+                    .insert_finished(&s.tokens[..s.computed], &blocks, self.engine.kv_mut());
             }
             self.engine.remove_sequence(id);
         }
