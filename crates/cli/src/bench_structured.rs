@@ -210,8 +210,10 @@ fn shape(b: &Bench, name: &str, schema: Value, answers: usize) -> Result<Value> 
             "identical": a.text == z.text, "on_error": a.error, "off_error": z.error, "answer": a.text}));
     }
     let (m_on, m_off) = (median(on), median(off));
-    Ok(json!({"shape": name, "answers": answers, "median_on_s": m_on, "median_off_s": m_off,
-        "speedup": m_off / m_on.max(1e-9), "identical": same, "runs": rows}))
+    Ok(
+        json!({"shape": name, "answers": answers, "median_on_s": m_on, "median_off_s": m_off,
+        "speedup": m_off / m_on.max(1e-9), "identical": same, "runs": rows}),
+    )
 }
 
 /// Jump-forward on vs off over a schema file: identical answers and every difference.
@@ -235,8 +237,10 @@ fn compare_file(b: &Bench, path: &std::path::Path, topics: usize) -> Result<Valu
             if a.text == z.text && a.error.is_none() {
                 same += 1;
             } else {
-                diffs.push(json!({"schema": s["name"], "topic": topic, "on": a.text, "off": z.text,
-                    "on_error": a.error, "off_error": z.error}));
+                diffs.push(
+                    json!({"schema": s["name"], "topic": topic, "on": a.text, "off": z.text,
+                    "on_error": a.error, "off_error": z.error}),
+                );
             }
         }
     }
@@ -279,12 +283,7 @@ fn batch_step_ms(b: &Bench, constrained: bool, tokens: usize, round: usize) -> R
         rxs.push(rx);
     }
     for rx in rxs {
-        loop {
-            match rx.recv_timeout(Duration::from_secs(600))? {
-                Event::Text(_) => {}
-                _ => break,
-            }
-        }
+        while let Event::Text(_) = rx.recv_timeout(Duration::from_secs(600))? {}
     }
     let steps = (stats.steps.load(Relaxed) - steps0).max(1);
     Ok(t.elapsed().as_secs_f64() * 1000.0 / steps as f64)
@@ -294,7 +293,8 @@ pub fn run(args: BenchStructuredArgs) -> Result<()> {
     let (prompt, engine) = args.model.load_engine()?;
     let vocab = engine.model().config.vocab_size;
     let tokenizer = Arc::clone(&prompt.tokenizer);
-    let (scheduler, _join) = Scheduler::spawn(engine, tokenizer.clone(), SchedulerConfig::default())?;
+    let (scheduler, _join) =
+        Scheduler::spawn(engine, tokenizer.clone(), SchedulerConfig::default())?;
     let b = Bench {
         on: GrammarCompiler::new(tokenizer.clone(), vocab, true)?,
         off: GrammarCompiler::new(tokenizer, vocab, false)?,
@@ -303,7 +303,12 @@ pub fn run(args: BenchStructuredArgs) -> Result<()> {
     };
     let items = candidates()?;
     let leafresh = shape(&b, "leafresh", leafresh_schema(&items), args.answers)?;
-    let grounded = shape(&b, "catalog_grounded", grounded_schema(&items), args.answers)?;
+    let grounded = shape(
+        &b,
+        "catalog_grounded",
+        grounded_schema(&items),
+        args.answers,
+    )?;
     let compared = match &args.schemas {
         Some(p) => Some(compare_file(&b, p, args.topics)?),
         None => None,
@@ -343,7 +348,10 @@ pub fn run(args: BenchStructuredArgs) -> Result<()> {
             c["identical"], c["cases"]
         );
         for d in c["differences"].as_array().into_iter().flatten() {
-            println!("  {} / {}:\n    on:  {}\n    off: {}", d["schema"], d["topic"], d["on"], d["off"]);
+            println!(
+                "  {} / {}:\n    on:  {}\n    off: {}",
+                d["schema"], d["topic"], d["on"], d["off"]
+            );
         }
     }
     println!(

@@ -177,7 +177,8 @@ impl Session {
 impl GenerateArgs {
     fn grammar(&self) -> Result<Option<GrammarSpec>> {
         if let Some(p) = &self.json_schema {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             let v = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", p.display()))?;
             return Ok(Some(GrammarSpec::JsonSchema(v)));
@@ -186,7 +187,8 @@ impl GenerateArgs {
             return Ok(Some(GrammarSpec::Regex(r.clone())));
         }
         if let Some(p) = &self.lark {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             return Ok(Some(GrammarSpec::Lark(text)));
         }
         Ok(None)

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn model() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var("SPROUT_TEST_QWEN").unwrap_or_else(|_| {
-        "/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf".into()
-    }));
+    let p = PathBuf::from(
+        std::env::var("SPROUT_TEST_QWEN")
+            .unwrap_or_else(|_| "/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf".into()),
+    );
     if p.exists() {
         return Some(p);
     }
@@ -39,7 +40,15 @@ impl Drop for Server {
 
 fn serve(model: &PathBuf, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sprout"))
-        .args(["serve", "--port", "0", "--threads", "2", "--kv-tokens", "4096"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+            "--kv-tokens",
+            "4096",
+        ])
         .arg("--model")
         .arg(model)
         .args(extra)
@@ -126,7 +135,10 @@ fn a_fault_outside_a_step_turns_ready_503_and_exits_non_zero() {
     let mut s = serve(&m, &["--inject-fault", "outside:3"]);
     let (status, body) = http(s.port, "POST", "/v1/chat/completions", &chat(true, 16)).unwrap();
     assert_eq!(status, 200);
-    assert!(body.contains("event: error") && body.contains("engine_down"), "{body}");
+    assert!(
+        body.contains("event: error") && body.contains("engine_down"),
+        "{body}"
+    );
     // /ready says 503 (with the reason) until the process goes.
     let ready = http(s.port, "GET", "/ready", "");
     if let Some((status, body)) = &ready {
@@ -138,7 +150,10 @@ fn a_fault_outside_a_step_turns_ready_503_and_exits_non_zero() {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < deadline, "sprout kept running with its engine down");
+        assert!(
+            Instant::now() < deadline,
+            "sprout kept running with its engine down"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!code.success(), "exit status {code:?}");
@@ -149,7 +164,16 @@ fn a_fault_outside_a_step_turns_ready_503_and_exits_non_zero() {
 fn chat_second_turn_reuses_the_first_turns_kv() {
     let Some(m) = model() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_sprout"))
-        .args(["chat", "--threads", "2", "--kv-tokens", "4096", "--max-tokens", "24", "--stats"])
+        .args([
+            "chat",
+            "--threads",
+            "2",
+            "--kv-tokens",
+            "4096",
+            "--max-tokens",
+            "24",
+            "--stats",
+        ])
         .arg("--model")
         .arg(&m)
         .stdin(Stdio::piped())
@@ -189,5 +213,8 @@ fn chat_second_turn_reuses_the_first_turns_kv() {
         "second turn cached {cached2} of the first turn's {} tokens:\n{err}",
         p1 + g1
     );
-    assert!(computed2 < 30, "second turn computed {computed2} tokens:\n{err}");
+    assert!(
+        computed2 < 30,
+        "second turn computed {computed2} tokens:\n{err}"
+    );
 }

@@ -128,10 +128,7 @@ impl GrammarCompiler {
         let info = TokRxInfo::new(n as u32, first_eos);
         let trie = TokTrie::from(&info, &words).with_eos_tokens(eos);
         drop(words);
-        let env: TokEnv = Arc::new(VocabEnv {
-            trie,
-            tokenizer,
-        });
+        let env: TokEnv = Arc::new(VocabEnv { trie, tokenizer });
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| GrammarError::Vocabulary(e.to_string()))?;
         factory.quiet();

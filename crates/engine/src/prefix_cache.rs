@@ -161,7 +161,9 @@ impl PrefixCache {
         if tail.is_empty() {
             return;
         }
-        let parent = tokens[..full * bt].chunks_exact(bt).fold(ROOT_HASH, chain_hash);
+        let parent = tokens[..full * bt]
+            .chunks_exact(bt)
+            .fold(ROOT_HASH, chain_hash);
         let h = chain_hash(parent, tail);
         match self.entries.get_mut(&h) {
             Some(e) => e.last_used = self.tick,
@@ -289,7 +291,11 @@ mod tests {
         let a: Vec<u32> = (0..10).collect(); // two full blocks and a tail of 2
         let blocks = seq_blocks(&mut p, a.len());
         c.insert_finished(&a, &blocks, &mut p);
-        assert_eq!(p.refcount(blocks[2]), 2, "the tail block is held by the cache");
+        assert_eq!(
+            p.refcount(blocks[2]),
+            2,
+            "the tail block is held by the cache"
+        );
         // The next turn continues the text: full blocks by lookup, the tail by copy.
         let next: Vec<u32> = (0..14).collect();
         assert_eq!(c.lookup(&next, 3), blocks[..2].to_vec());

@@ -97,7 +97,7 @@ impl TokenMask {
             let hi = words.get(2 * i + 1).copied().unwrap_or(0) as u64;
             *w = lo | hi << 32;
         }
-        if vocab % 64 != 0 {
+        if !vocab.is_multiple_of(64) {
             if let Some(last) = bits.last_mut() {
                 *last &= (1u64 << (vocab % 64)) - 1;
             }

@@ -11,8 +11,8 @@ use sprout_engine::bundle::{LoadOptions, ModelBundle, PromptFormat};
 use sprout_engine::chat_template::ChatMessage;
 use sprout_engine::engine::{Engine, EngineConfig, StepInput};
 use sprout_engine::generation::StopConditions;
-use sprout_engine::scheduler::{GenerationRequest, Scheduler, SchedulerConfig, SchedulerHandle};
 use sprout_engine::sampler::{argmax, SamplingParams};
+use sprout_engine::scheduler::{GenerationRequest, Scheduler, SchedulerConfig, SchedulerHandle};
 
 fn model_path(var: &str, default: &str) -> Option<PathBuf> {
     let path = std::env::var_os(var)
@@ -176,12 +176,9 @@ fn gemma_greedy_continuations_match_llama_cpp() {
 /// The model behind its scheduler thread, as the CLI and server run it.
 fn scheduler_for(path: &Path) -> (PromptFormat, SchedulerHandle) {
     let (prompt, engine) = engine_for(path);
-    let (handle, _join) = Scheduler::spawn(
-        engine,
-        prompt.tokenizer.clone(),
-        SchedulerConfig::default(),
-    )
-    .expect("scheduler thread starts");
+    let (handle, _join) =
+        Scheduler::spawn(engine, prompt.tokenizer.clone(), SchedulerConfig::default())
+            .expect("scheduler thread starts");
     (prompt, handle)
 }
 

@@ -7,8 +7,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::state::AppState;
 use crate::openai::error::ApiError;
+use crate::state::AppState;
 
 /// Whether `header` (the Authorization value) carries `key`.
 pub fn key_matches(header: Option<&[u8]>, key: &str) -> bool {

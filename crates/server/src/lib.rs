@@ -15,5 +15,5 @@ pub mod pipeline;
 pub mod state;
 
 pub use app::{run_blocking, start, RunningServer};
-pub use state::LoadedModel;
 pub use config::ServerConfig;
+pub use state::LoadedModel;

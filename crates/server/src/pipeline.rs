@@ -13,8 +13,7 @@ use sprout_engine::generation::{FinishReason, StopConditions};
 use sprout_engine::grammar::{GrammarError, GrammarSpec};
 use sprout_engine::sampler::SamplingParams;
 use sprout_engine::scheduler::{
-    Event, EventSink, GenerationError, GenerationRequest, Limits, RequestId, SchedulerHandle,
-    Usage,
+    Event, EventSink, GenerationError, GenerationRequest, Limits, RequestId, SchedulerHandle, Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -169,7 +168,9 @@ impl GenerationHandle {
                 }
             }
         }
-        Err(PipelineError::Internal("the answer ended without a final event".into()))
+        Err(PipelineError::Internal(
+            "the answer ended without a final event".into(),
+        ))
     }
 
     /// The final check of a constrained answer: complete JSON that parses (the grammar held
@@ -266,10 +267,7 @@ pub async fn submit(st: &AppState, job: GenerationJob) -> Result<GenerationHandl
     })
 }
 
-type Prepared = (
-    Vec<u32>,
-    Option<sprout_engine::grammar::GrammarConstraint>,
-);
+type Prepared = (Vec<u32>, Option<sprout_engine::grammar::GrammarConstraint>);
 
 fn prepare(
     serving: &Arc<Serving>,

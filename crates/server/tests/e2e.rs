@@ -174,7 +174,14 @@ struct Outcome {
     forced_tokens: u64,
 }
 
-async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String, stream: bool, seed: u64) -> Outcome {
+async fn constrained(
+    c: Arc<Client>,
+    name: String,
+    schema: Value,
+    topic: String,
+    stream: bool,
+    seed: u64,
+) -> Outcome {
     let label = format!("{name} / {topic} / stream={stream}");
     let mut body = json!({
         "model": "default",
@@ -191,7 +198,12 @@ async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String,
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    let resp = c.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let resp = c
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     if !stream {
         let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -199,12 +211,21 @@ async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String,
         let problem = if status != 200 {
             Some(format!("status {status}: {v}"))
         } else if v["choices"][0]["finish_reason"] != "stop" {
-            Some(format!("finish_reason {}", v["choices"][0]["finish_reason"]))
+            Some(format!(
+                "finish_reason {}",
+                v["choices"][0]["finish_reason"]
+            ))
         } else {
             schema_errors(&schema, text)
         };
-        let forced = v["usage"]["completion_tokens_details"]["forced_tokens"].as_u64().unwrap_or(0);
-        return Outcome { label, problem, forced_tokens: forced };
+        let forced = v["usage"]["completion_tokens_details"]["forced_tokens"]
+            .as_u64()
+            .unwrap_or(0);
+        return Outcome {
+            label,
+            problem,
+            forced_tokens: forced,
+        };
     }
     let raw = resp.text().await.unwrap();
     let mut text = String::new();
@@ -217,7 +238,9 @@ async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String,
             event = if e == "error" { "error" } else { "" };
             continue;
         }
-        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
         if event == "error" {
             problem = Some(format!("error event: {data}"));
             continue;
@@ -242,7 +265,11 @@ async fn constrained(c: Arc<Client>, name: String, schema: Value, topic: String,
     if problem.is_none() {
         problem = schema_errors(&schema, &text);
     }
-    Outcome { label, problem, forced_tokens: forced }
+    Outcome {
+        label,
+        problem,
+        forced_tokens: forced,
+    }
 }
 
 /// 200 constrained generations (10 schemas × 10 topics, once greedy without streaming and once
@@ -280,8 +307,16 @@ async fn structured_output_is_always_complete_and_valid() {
         .iter()
         .filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.label)))
         .collect();
-    assert!(bad.is_empty(), "{} of 200 invalid:\n{}", bad.len(), bad.join("\n"));
-    let grounded: Vec<&Outcome> = outcomes.iter().filter(|o| o.label.starts_with("catalog_grounded")).collect();
+    assert!(
+        bad.is_empty(),
+        "{} of 200 invalid:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    let grounded: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.label.starts_with("catalog_grounded"))
+        .collect();
     assert!(
         grounded.iter().all(|o| o.forced_tokens >= 30),
         "a chosen catalog item's description is forced text"
@@ -298,25 +333,45 @@ async fn structured_output_is_always_complete_and_valid() {
     assert_eq!(v["error"]["finish_reason"], "length");
     assert!(v.get("choices").is_none(), "no partial answer: {v}");
     body["stream"] = json!(true);
-    let resp = c.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let resp = c
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let raw = resp.text().await.unwrap();
     assert!(raw.contains("event: error\ndata: {\"error\""), "{raw}");
     assert!(raw.contains("incomplete_output"), "{raw}");
-    assert!(!raw.contains("[DONE]") && !raw.contains("\"finish_reason\":\"stop\""), "{raw}");
+    assert!(
+        !raw.contains("[DONE]") && !raw.contains("\"finish_reason\":\"stop\""),
+        "{raw}"
+    );
     // json_object mode and a regex grammar.
-    let (status, v) = c.chat(json!({"model": "default", "max_tokens": 200, "temperature": 0,
+    let (status, v) = c
+        .chat(
+            json!({"model": "default", "max_tokens": 200, "temperature": 0,
         "messages": [{"role": "user", "content": "Describe a tree as JSON."}],
-        "response_format": {"type": "json_object"}})).await;
+        "response_format": {"type": "json_object"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
-    let obj: Value = serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let obj: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     assert!(obj.is_object(), "{obj}");
-    let (status, v) = c.chat(json!({"model": "default", "max_tokens": 20, "temperature": 0,
+    let (status, v) = c
+        .chat(
+            json!({"model": "default", "max_tokens": 20, "temperature": 0,
         "messages": [{"role": "user", "content": "What year did the Berlin wall fall?"}],
-        "grammar": {"type": "regex", "value": "[12][0-9]{3}"}})).await;
+        "grammar": {"type": "regex", "value": "[12][0-9]{3}"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     let year = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(year.len() == 4 && year.chars().all(|ch| ch.is_ascii_digit()), "{year:?}");
+    assert!(
+        year.len() == 4 && year.chars().all(|ch| ch.is_ascii_digit()),
+        "{year:?}"
+    );
     assert!(c.metric("sprout_grammar_mask_microseconds_count").await > 1000.0);
     assert!(c.metric("sprout_forced_tokens_total").await > 0.0);
     assert!(c.metric("sprout_grammar_errors_total").await >= 2.0);

@@ -51,7 +51,9 @@ pub enum Health {
     Serving,
     /// The thread stopped after a fault it could not recover from; the process should exit
     /// so that a supervisor restarts it.
-    Down { reason: String },
+    Down {
+        reason: String,
+    },
 }
 
 /// Reads the scheduler's health without holding it open.

@@ -97,6 +97,9 @@ pub struct Scheduler {
     steps_started: u64,
 }
 
+/// Mask outcomes of a step, by index into the running sequences.
+type MaskOutcomes = Vec<(usize, MaskOutcome)>;
+
 /// What a mask computation of one sequence came to.
 enum MaskOutcome {
     Ready,
@@ -448,9 +451,10 @@ impl Scheduler {
         self.in_step
             .extend(plan.iter().map(|(i, _)| self.running[*i].id));
         self.steps_started += 1;
-        let fault = self.cfg.fault == Some(Fault::PanicInStep {
-            at_step: self.steps_started,
-        });
+        let fault = self.cfg.fault
+            == Some(Fault::PanicInStep {
+                at_step: self.steps_started,
+            });
         let (result, masks) = step_with_masks(
             &mut self.engine,
             &mut self.running,
@@ -548,12 +552,13 @@ impl Scheduler {
             }
             let before = s.tokens.len();
             // A panic while sampling or inside a constraint's callback ends this sequence only.
-            let progress = catch_unwind(AssertUnwindSafe(|| s.advance(&mut l, self.detok.eos_ids())))
-                .unwrap_or_else(|p| {
-                    Progress::Failed(GenerationError::StepPanicked {
-                        detail: panic_message(p.as_ref()),
-                    })
-                });
+            let progress =
+                catch_unwind(AssertUnwindSafe(|| s.advance(&mut l, self.detok.eos_ids())))
+                    .unwrap_or_else(|p| {
+                        Progress::Failed(GenerationError::StepPanicked {
+                            detail: panic_message(p.as_ref()),
+                        })
+                    });
             let s = &mut self.running[*i];
             self.stats
                 .generated_tokens
@@ -643,7 +648,7 @@ fn step_with_masks(
     phase: &mut Phase,
     stats: &SchedulerStats,
     inject_panic: bool,
-) -> (crate::Result<Vec<Vec<f32>>>, Vec<(usize, MaskOutcome)>) {
+) -> (crate::Result<Vec<Vec<f32>>>, MaskOutcomes) {
     let mut range_of: Vec<Option<std::ops::Range<usize>>> = vec![None; running.len()];
     for (i, r) in plan {
         range_of[*i] = Some(r.clone());

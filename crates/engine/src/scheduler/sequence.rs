@@ -122,7 +122,9 @@ impl Sequence {
             None => return None,
             Some(Ok(f)) => f,
             Some(Err(detail)) => {
-                return Some(Progress::Failed(GenerationError::ConstraintDeadEnd { detail }))
+                return Some(Progress::Failed(GenerationError::ConstraintDeadEnd {
+                    detail,
+                }))
             }
         };
         let room = self.stop.max_tokens.saturating_sub(1);

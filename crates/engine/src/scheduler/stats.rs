@@ -57,5 +57,4 @@ impl SchedulerStats {
         self.mask_us_sum
             .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
     }
-
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::*;
 use crate::engine::EngineConfig;
 use crate::generation::{FinishReason, StopConditions};
-use crate::sampler::{SamplingParams, TokenMask};
 use crate::gguf::Value;
 use crate::model::source::{ModelSource, SourceTensor};
 use crate::model::Model;
 use crate::quant::GgmlType;
+use crate::sampler::{SamplingParams, TokenMask};
 
 const VOCAB: usize = 64;
 const BLOCK: usize = 4;
@@ -792,8 +792,16 @@ fn truncating_into_a_shared_block_copies_it_and_never_changes_the_cached_kv() {
     e.adopt_prefix(b, &shared).unwrap();
     // b rolls back into the second shared block and writes different tokens there.
     e.truncate_sequence(b, 6).unwrap();
-    assert_ne!(e.sequence_blocks(b).unwrap()[1], shared[1], "copied, not shared");
-    assert_eq!(e.kv().refcount(shared[1]), 1, "b let go of the shared block");
+    assert_ne!(
+        e.sequence_blocks(b).unwrap()[1],
+        shared[1],
+        "copied, not shared"
+    );
+    assert_eq!(
+        e.kv().refcount(shared[1]),
+        1,
+        "b let go of the shared block"
+    );
     let other = [3u32, 4, 5];
     let got_b = e
         .step(&[StepInput {
@@ -804,7 +812,10 @@ fn truncating_into_a_shared_block_copies_it_and_never_changes_the_cached_kv() {
         .unwrap()
         .remove(0);
     let want_b = logits_of(&mut e, &[&p[..6], &other[..]].concat());
-    assert_eq!(got_b, want_b, "b continues as if it had computed p[..6] itself");
+    assert_eq!(
+        got_b, want_b,
+        "b continues as if it had computed p[..6] itself"
+    );
     // a's KV (the shared blocks included) is untouched: its next logits equal a fresh run.
     let got_a = e
         .step(&[StepInput {

@@ -79,9 +79,7 @@ impl ApiError {
                 | G::Cancelled => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Grammar { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidOutput(_) | ApiError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::InvalidOutput(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -128,14 +126,15 @@ impl ApiError {
                 G::ShuttingDown => ("server_error", None, Some("shutting_down")),
                 G::EngineDown => ("server_error", None, Some("engine_down")),
                 G::ConstraintDeadEnd { .. } => ("server_error", None, Some("grammar_error")),
-                G::InvalidLogits
-                | G::StepFailed { .. }
-                | G::StepPanicked { .. }
-                | G::Cancelled => ("server_error", None, Some("generation_failed")),
+                G::InvalidLogits | G::StepFailed { .. } | G::StepPanicked { .. } | G::Cancelled => {
+                    ("server_error", None, Some("generation_failed"))
+                }
             },
-            ApiError::Grammar { param, .. } => {
-                ("invalid_request_error", Some(*param), Some("invalid_grammar"))
-            }
+            ApiError::Grammar { param, .. } => (
+                "invalid_request_error",
+                Some(*param),
+                Some("invalid_grammar"),
+            ),
             ApiError::InvalidOutput(_) => ("server_error", None, Some("invalid_output")),
             ApiError::Internal(_) => ("server_error", None, None),
         };

@@ -125,7 +125,10 @@ async fn generate(
 /// The request field a grammar error is reported against.
 fn grammar_param(valid: &ValidRequest) -> &'static str {
     match valid.grammar {
-        Some(sprout_engine::grammar::GrammarSpec::Regex(_) | sprout_engine::grammar::GrammarSpec::Lark(_)) => "grammar",
+        Some(
+            sprout_engine::grammar::GrammarSpec::Regex(_)
+            | sprout_engine::grammar::GrammarSpec::Lark(_),
+        ) => "grammar",
         _ => "response_format",
     }
 }
@@ -178,7 +181,11 @@ async fn collect(
             }
             Some(Ok(Output::Done { reason, usage })) => break (reason, usage),
             Some(Err(e)) => return Err(ApiError::from_pipeline(e, meta.grammar_param)),
-            None => return Err(ApiError::Internal("the answer ended without a final event".into())),
+            None => {
+                return Err(ApiError::Internal(
+                    "the answer ended without a final event".into(),
+                ))
+            }
         }
     };
     metrics.latency(Latency::EndToEnd, meta.started.elapsed().as_secs_f64());

@@ -51,18 +51,12 @@ fn out_of_range_numbers_name_their_field() {
         (r#","min_p":1.5"#, "min_p"),
         (r#","presence_penalty":3"#, "presence_penalty"),
         (r#","n":2"#, "n"),
-        (
-            r#","response_format":{"type":"xml"}"#,
-            "response_format",
-        ),
+        (r#","response_format":{"type":"xml"}"#, "response_format"),
         (
             r#","response_format":{"type":"json_schema","json_schema":{"schema":{}}}"#,
             "response_format",
         ),
-        (
-            r#","grammar":{"type":"ebnf","value":"x"}"#,
-            "grammar",
-        ),
+        (r#","grammar":{"type":"ebnf","value":"x"}"#, "grammar"),
         (
             r#","response_format":{"type":"json_object"},"grammar":{"type":"regex","value":"a"}"#,
             "grammar",
@@ -164,7 +158,9 @@ fn grammars_come_from_response_format_or_the_grammar_field() {
     .unwrap();
     assert_eq!(
         schema.grammar,
-        Some(GrammarSpec::JsonSchema(serde_json::json!({"type": "object"})))
+        Some(GrammarSpec::JsonSchema(
+            serde_json::json!({"type": "object"})
+        ))
     );
     let rx = chat(r#","grammar":{"type":"regex","value":"[0-9]+"}"#).unwrap();
     assert_eq!(rx.grammar, Some(GrammarSpec::Regex("[0-9]+".into())));
