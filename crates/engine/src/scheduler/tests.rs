@@ -699,7 +699,7 @@ impl TokenConstraint for Backtracker {
         let mut tokens = self.tokens.lock().unwrap();
         tokens.push(token);
         self.sampled += 1;
-        if self.sampled % 3 != 0 {
+        if !self.sampled.is_multiple_of(3) {
             return Ok(Accepted::default());
         }
         // The same two tokens again (the same text), then one more: their KV is dropped and
