@@ -136,7 +136,28 @@ impl Engine {
     /// Runs one forward step over all `inputs` and returns, for each input that wants them, the
     /// logits after its last token (in input order). On error no sequence has advanced.
     pub fn step(&mut self, inputs: &[StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
-        self.run_step(inputs, false)
+        self.run_step(inputs, Head::Logits { all: false })
+    }
+
+    /// Runs each input as a whole new sequence in one step and returns, per input, the mean
+    /// of its tokens' final hidden states (an embedding model's pooling; its sequences are
+    /// freed afterwards). A bidirectional model attends over each whole input.
+    pub fn pooled_hidden(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<SeqId> = inputs.iter().map(|_| self.add_sequence()).collect();
+        let step: Vec<StepInput<'_>> = ids
+            .iter()
+            .zip(inputs)
+            .map(|(&seq, tokens)| StepInput {
+                seq,
+                tokens,
+                want_logits: false,
+            })
+            .collect();
+        let result = self.run_step(&step, Head::MeanHidden);
+        for id in ids {
+            self.remove_sequence(id);
+        }
+        result
     }
 
     /// Appends `tokens` to one sequence and returns the logits after every one of them (for
@@ -148,11 +169,12 @@ impl Engine {
                 tokens,
                 want_logits: true,
             }],
-            true,
+            Head::Logits { all: true },
         )
     }
 
-    fn run_step(&mut self, inputs: &[StepInput<'_>], all_logits: bool) -> Result<Vec<Vec<f32>>> {
+    fn run_step(&mut self, inputs: &[StepInput<'_>], head: Head) -> Result<Vec<Vec<f32>>> {
+        let all_logits = head == Head::Logits { all: true };
         let ctx = self.model.config.context_tokens;
         let bt = self.kv.block_tokens();
         let mut needed = 0;
@@ -218,18 +240,55 @@ impl Engine {
             seqs: &seqs,
             logit_tokens: &logit_tokens,
         };
-        let logits = self
-            .model
-            .forward(&self.pool, &mut self.kv, &batch, &mut self.scratch)?;
+        let out = match head {
+            Head::Logits { .. } => {
+                let logits =
+                    self.model
+                        .forward(&self.pool, &mut self.kv, &batch, &mut self.scratch)?;
+                let vocab = self.model.config.vocab_size;
+                logits
+                    .chunks_exact(vocab.max(1))
+                    .map(<[f32]>::to_vec)
+                    .collect()
+            }
+            Head::MeanHidden => {
+                let d = self.model.config.d_model;
+                let hidden = self.model.forward_hidden(
+                    &self.pool,
+                    &mut self.kv,
+                    &batch,
+                    &mut self.scratch,
+                )?;
+                let mut means = vec![vec![0f64; d]; inputs.len()];
+                for (row, &k) in hidden.chunks_exact(d).zip(&seq_of_token) {
+                    for (m, &v) in means[k].iter_mut().zip(row) {
+                        *m += v as f64;
+                    }
+                }
+                means
+                    .into_iter()
+                    .zip(inputs)
+                    .map(|(m, inp)| {
+                        let n = inp.tokens.len() as f64;
+                        m.into_iter().map(|v| (v / n) as f32).collect()
+                    })
+                    .collect()
+            }
+        };
         for inp in inputs {
             self.seqs.get_mut(&inp.seq).expect("checked above").tokens += inp.tokens.len();
         }
-        let vocab = self.model.config.vocab_size;
-        Ok(logits
-            .chunks_exact(vocab.max(1))
-            .map(<[f32]>::to_vec)
-            .collect())
+        Ok(out)
     }
+}
+
+/// What a step returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Logits of the inputs that want them (or of every token).
+    Logits { all: bool },
+    /// The mean final hidden state of each input.
+    MeanHidden,
 }
 
 fn unknown(id: SeqId) -> EngineError {

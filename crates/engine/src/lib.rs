@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod chat_template;
+pub mod embedding;
 pub mod engine;
 pub mod error;
 pub mod generation;

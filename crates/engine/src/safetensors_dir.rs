@@ -226,6 +226,13 @@ fn translate_config(config: &Json, family: Family) -> Result<BTreeMap<String, Va
         if let Some(period) = sliding_period(config)? {
             put("attention.sliding_window_pattern", int_value(period));
         }
+        if config
+            .get("use_bidirectional_attention")
+            .and_then(Json::as_bool)
+            == Some(true)
+        {
+            put("attention.bidirectional", Value::Bool(true));
+        }
     }
     let tied_default = family == Family::Gemma3;
     let tied = config

@@ -56,6 +56,9 @@ pub struct ModelConfig {
     pub attn_scale: f32,
     /// Scale applied to token embeddings (sqrt(d_model) for Gemma).
     pub embed_scale: f32,
+    /// Every token attends to every token of its sequence (an encoder, e.g. EmbeddingGemma),
+    /// not only to earlier ones; a sequence is then fed whole in one step.
+    pub bidirectional: bool,
 }
 
 impl ModelConfig {
@@ -143,6 +146,10 @@ impl ModelConfig {
                 .unwrap_or(10_000.0),
             attn_scale: 1.0 / query_scalar.sqrt(),
             embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
+            bidirectional: matches!(
+                src.get(&key("attention.bidirectional")),
+                Some(crate::gguf::Value::Bool(true))
+            ),
         })
     }
 

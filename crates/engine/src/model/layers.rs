@@ -109,11 +109,16 @@ pub struct TokenPlacement<'a> {
     pub seq_of_token: &'a [usize],
     pub positions: &'a [usize],
     pub seqs: &'a [&'a SeqKv],
+    /// One past the last position of each sequence after this step (what a bidirectional
+    /// model attends up to).
+    pub seq_end: &'a [usize],
 }
 
-/// Causal attention of every token of the step over its own sequence's cached keys/values
-/// (positions `0..=pos`, or the last `window` of them). `q` is `T × n_heads·head_dim`; the
-/// result goes to `out` with the same shape. The current tokens' keys must already be written.
+/// Attention of every token of the step over its own sequence's cached keys/values: causal
+/// (positions `0..=pos`, or the last `window` of them), or for a bidirectional model the whole
+/// sequence (or the positions within `window / 2` on either side). `q` is
+/// `T × n_heads·head_dim`; the result goes to `out` with the same shape. The current tokens'
+/// keys must already be written.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
@@ -138,15 +143,23 @@ pub fn attention(
             let g = task % cfg.n_kv_heads;
             let pos = place.positions[t];
             let seq = place.seqs[place.seq_of_token[t]];
-            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let n_ctx = pos + 1 - first;
+            let (first, end) = if cfg.bidirectional {
+                let seq_end = place.seq_end[place.seq_of_token[t]];
+                match window {
+                    Some(w) => (pos.saturating_sub(w / 2), seq_end.min(pos + w / 2 + 1)),
+                    None => (0, seq_end),
+                }
+            } else {
+                (window.map_or(0, |w| (pos + 1).saturating_sub(w)), pos + 1)
+            };
+            let n_ctx = end - first;
             // Reused per thread: no allocation per token once the longest context was seen.
             scores.clear();
             scores.resize(n_ctx * group, 0.0);
             acc.clear();
             acc.resize(group * hd, 0.0);
             let q_heads = &q[t * q_width + g * group * hd..t * q_width + (g + 1) * group * hd];
-            for (j, b, s, len) in context_runs(seq, first, pos + 1, block_tokens) {
+            for (j, b, s, len) in context_runs(seq, first, end, block_tokens) {
                 let keys = &kv.keys_run(layer, b, s, len)[g * hd..];
                 for (h, qh) in q_heads.chunks_exact(hd).enumerate() {
                     let out = &mut scores[h * n_ctx + j..h * n_ctx + j + len];
@@ -156,7 +169,7 @@ pub fn attention(
             for row in scores.chunks_exact_mut(n_ctx) {
                 vecmath::softmax(row);
             }
-            for (j, b, s, len) in context_runs(seq, first, pos + 1, block_tokens) {
+            for (j, b, s, len) in context_runs(seq, first, end, block_tokens) {
                 let values = &kv.values_run(layer, b, s, len)[g * hd..];
                 for (h, a) in acc.chunks_exact_mut(hd).enumerate() {
                     vecmath::accumulate(

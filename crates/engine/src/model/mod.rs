@@ -214,6 +214,63 @@ impl Model {
         batch: &StepBatch<'_>,
         scratch: &'s mut Scratch,
     ) -> Result<&'s [f32]> {
+        self.run_layers(pool, kv, batch, scratch)?;
+        let c = &self.config;
+        let (t, d) = (batch.tokens.len(), c.d_model);
+        let n_out = batch.logit_tokens.len();
+        resize(&mut scratch.xn, n_out * d);
+        for (o, &i) in batch.logit_tokens.iter().enumerate() {
+            if i >= t {
+                return Err(EngineError::InvalidRequest(format!(
+                    "logit row {i} outside the step"
+                )));
+            }
+            layers::rms_norm(
+                &scratch.x[i * d..(i + 1) * d],
+                &self.output_norm,
+                c.rms_eps,
+                &mut scratch.xn[o * d..(o + 1) * d],
+            );
+        }
+        let need = n_out * c.vocab_size;
+        let logits = &mut scratch.logits;
+        if logits.capacity() > 4 * need.max(1 << 20) {
+            *logits = Vec::new(); // an all-logits prefill's buffer is not kept for decode steps
+        }
+        if logits.len() < need {
+            logits.resize(need, 0.0);
+        }
+        // Every element is written: no clearing between steps.
+        matmul(pool, &self.output, &scratch.xn, n_out, &mut logits[..need]);
+        Ok(&logits[..need])
+    }
+
+    /// Runs one step and returns the final (normed) hidden state of every token of the step,
+    /// `T × d_model` (held in `scratch` until the next step): what an embedding model pools.
+    pub fn forward_hidden<'s>(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32]> {
+        self.run_layers(pool, kv, batch, scratch)?;
+        let c = &self.config;
+        let n = batch.tokens.len() * c.d_model;
+        resize(&mut scratch.xn, n);
+        layers::rms_norm(&scratch.x, &self.output_norm, c.rms_eps, &mut scratch.xn);
+        Ok(&scratch.xn[..n])
+    }
+
+    /// Embeds the step's tokens and runs every layer, leaving the residual stream in
+    /// `scratch.x`.
+    fn run_layers(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         let c = &self.config;
         let t = batch.tokens.len();
         let d = c.d_model;
@@ -242,6 +299,12 @@ impl Model {
         } else {
             RopeTable::new(&[], c.head_dim, c.rope_base)
         };
+        let mut seq_end = vec![0usize; batch.seqs.len()];
+        for (&s, &p) in batch.seq_of_token.iter().zip(batch.positions) {
+            if let Some(e) = seq_end.get_mut(s) {
+                *e = (*e).max(p + 1);
+            }
+        }
         let ctx = StepContext {
             pool,
             cfg: c,
@@ -249,6 +312,7 @@ impl Model {
                 seq_of_token: batch.seq_of_token,
                 positions: batch.positions,
                 seqs: batch.seqs,
+                seq_end: &seq_end,
             },
             rope_global: &rope_global,
             rope_local: &rope_local,
@@ -259,32 +323,7 @@ impl Model {
                 Arch::Gemma3 => gemma3::layer(&ctx, kv, l, layer, scratch),
             }
         }
-        let n_out = batch.logit_tokens.len();
-        resize(&mut scratch.xn, n_out * d);
-        for (o, &i) in batch.logit_tokens.iter().enumerate() {
-            if i >= t {
-                return Err(EngineError::InvalidRequest(format!(
-                    "logit row {i} outside the step"
-                )));
-            }
-            layers::rms_norm(
-                &scratch.x[i * d..(i + 1) * d],
-                &self.output_norm,
-                c.rms_eps,
-                &mut scratch.xn[o * d..(o + 1) * d],
-            );
-        }
-        let need = n_out * c.vocab_size;
-        let logits = &mut scratch.logits;
-        if logits.capacity() > 4 * need.max(1 << 20) {
-            *logits = Vec::new(); // an all-logits prefill's buffer is not kept for decode steps
-        }
-        if logits.len() < need {
-            logits.resize(need, 0.0);
-        }
-        // Every element is written: no clearing between steps.
-        matmul(pool, &self.output, &scratch.xn, n_out, &mut logits[..need]);
-        Ok(&logits[..need])
+        Ok(())
     }
 }
 
