@@ -155,7 +155,8 @@ impl EmbeddingModel {
             .unwrap_or(512)
             .min(c.context_tokens);
         let mut cfg = EngineConfig {
-            kv_capacity_tokens: STEP_TOKENS.max(max_tokens),
+            // One step's inputs, each rounded up to whole blocks, or one longest input.
+            kv_capacity_tokens: STEP_TOKENS.max(max_tokens + 16),
             ..Default::default()
         };
         if let Some(t) = opts.threads {
@@ -227,10 +228,13 @@ impl EmbeddingModel {
         let mut start = 0;
         while start < inputs.len() {
             // As many inputs as fit one step's token budget (at least one).
+            // Counted in whole KV blocks, as the engine allocates them.
+            let bt = self.engine.kv().block_tokens();
+            let cost = |n: usize| n.div_ceil(bt) * bt;
             let mut end = start + 1;
-            let mut tokens = inputs[start].len();
-            while end < inputs.len() && tokens + inputs[end].len() <= STEP_TOKENS {
-                tokens += inputs[end].len();
+            let mut tokens = cost(inputs[start].len());
+            while end < inputs.len() && tokens + cost(inputs[end].len()) <= STEP_TOKENS {
+                tokens += cost(inputs[end].len());
                 end += 1;
             }
             let batch: Vec<&[u32]> = inputs[start..end].iter().map(Vec::as_slice).collect();

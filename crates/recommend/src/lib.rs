@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod dense;
+pub mod embed;
 pub mod eval;
 pub mod fusion;
 pub mod lexical;
@@ -20,6 +21,7 @@ mod toy_embedder;
 
 pub use catalog::{Catalog, CatalogError, CatalogFormat, Item, TagFilter, TagValue, Translation};
 pub use dense::{DenseError, Embedder, ExactIndex};
+pub use embed::EngineEmbedder;
 pub use eval::{evaluate, EvalQuery, EvalReport};
 pub use fusion::rrf;
 pub use lexical::{LexicalError, LexicalIndex};

@@ -46,3 +46,69 @@ fn bm25_alone_on_the_eco_query_set() {
     // Dense retrieval comes later; this floor only guards against a broken tokenizer or index.
     assert!(report.overall.recall_at_k >= 0.5, "{report}");
 }
+
+/// The real embedder (EmbeddingGemma on sprout's engine) from SPROUT_TEST_EMBEDDER; None skips
+/// unless SPROUT_REQUIRE_MODELS is set.
+fn real_embedder() -> Option<std::sync::Arc<sprout_recommend::EngineEmbedder>> {
+    let dir = std::env::var_os("SPROUT_TEST_EMBEDDER").map(std::path::PathBuf::from);
+    let Some(dir) = dir.filter(|d| d.join("model.safetensors").exists()) else {
+        assert!(
+            std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+            "SPROUT_TEST_EMBEDDER is not set to the embedder's directory"
+        );
+        eprintln!("skipping: set SPROUT_TEST_EMBEDDER");
+        return None;
+    };
+    let opts = sprout_engine::embedding::EmbedOptions {
+        quantize: Some(sprout_engine::quant::GgmlType::Q8_0),
+        threads: Some(2),
+    };
+    let model = sprout_engine::embedding::EmbeddingModel::open(&dir, &opts).expect("loads");
+    Some(std::sync::Arc::new(sprout_recommend::EngineEmbedder::new(
+        model,
+    )))
+}
+
+#[test]
+fn dense_and_fused_retrieval_on_the_eco_query_set() {
+    let Some(embedder) = real_embedder() else {
+        return;
+    };
+    let catalog = Catalog::eco();
+    let queries = parse_queries(QUERIES).expect("the query set parses");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let retriever = sprout_recommend::Retriever::open_or_build(
+        dir.path(),
+        catalog.clone(),
+        Some(embedder.clone()),
+    )
+    .expect("indexes build");
+    let dense = sprout_recommend::ExactIndex::open_or_build(
+        &dir.path().join("dense"),
+        &catalog,
+        embedder.as_ref(),
+    )
+    .expect("the dense index reopens")
+    .0;
+    use sprout_recommend::Embedder;
+    let dense_report = evaluate(&queries, 5, |query| {
+        let v = embedder.embed_query(&query.query).expect("embeds");
+        dense
+            .search(&v, 10, None)
+            .expect("dense search succeeds")
+            .into_iter()
+            .map(|(item, _)| catalog.items()[item].id.clone())
+            .collect()
+    });
+    println!("dense alone (EmbeddingGemma Q8_0), MRR over the top 10:\n{dense_report}");
+    let fused = evaluate(&queries, 5, |query| {
+        retriever
+            .search(&query.query, 10, &[])
+            .expect("search succeeds")
+            .into_iter()
+            .map(|hit| catalog.items()[hit.index].id.clone())
+            .collect()
+    });
+    println!("BM25 + dense by reciprocal rank, MRR over the top 10:\n{fused}");
+    assert!(fused.overall.recall_at_k >= 0.9, "{fused}");
+}
