@@ -4,6 +4,7 @@
 mod bench_engine;
 mod bench_serve;
 mod bench_structured;
+mod catalog;
 mod generate;
 mod model_arg;
 mod perplexity;
@@ -45,6 +46,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Measure a model's perplexity on a text file, as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Manage the catalogs sprout recommends from: ingest, list, show, search.
+    Catalog(catalog::CatalogArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -168,6 +171,7 @@ fn main() -> Result<()> {
         Command::Chat(a) => generate::chat(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Catalog(a) => catalog::run(a),
         Command::Bench {
             what: BenchCommand::Engine(a),
         } => bench_engine::run(a),

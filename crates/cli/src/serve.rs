@@ -7,7 +7,7 @@ use clap::Args;
 use sprout_engine::engine::Engine;
 use sprout_engine::kv::KvPool;
 use sprout_engine::scheduler::{Fault, SchedulerConfig};
-use sprout_server::{LoadedModel, ServerConfig};
+use sprout_server::{CatalogSource, LoadedModel, ServerConfig};
 
 use crate::model_arg::ModelArgs;
 
@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Sample a grammar's forced text token by token instead of appending it (for comparison).
     #[arg(long)]
     pub no_jump_forward: bool,
+    /// Serve a catalog file (JSONL, JSON or CSV) as NAME, beside the built-in `eco` and the
+    /// ingested ones; repeatable; replaces a config file's catalog of the same name.
+    #[arg(long = "catalog", value_name = "NAME=FILE")]
+    pub catalogs: Vec<CatalogSource>,
     /// Test hook: `step:N` panics inside engine step N, `outside:N` after it.
     #[arg(long, hide = true)]
     pub inject_fault: Option<String>,
@@ -147,13 +151,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.no_jump_forward {
         cfg.jump_forward = false;
     }
+    for source in &args.catalogs {
+        cfg.catalogs.retain(|c| c.name != source.name);
+        cfg.catalogs.push(source.clone());
+    }
+    // One data directory for models and catalogs: --home / SPROUT_HOME, else the config's
+    // data_dir, else sprout's default.
+    let mut model_args = args.model.clone();
+    if model_args.home.is_none() {
+        model_args.home = cfg.data_dir.clone();
+    }
+    cfg.data_dir = Some(model_args.data_dir());
     let sched = SchedulerConfig {
         max_running_seqs: cfg.max_concurrent.max(1),
         step_tokens: cfg.step_tokens.max(1),
         prefix_cache: cfg.prefix_cache,
         fault: args.inject_fault.as_deref().map(fault).transpose()?,
     };
-    let model_args = args.model.clone();
     let max_concurrent = cfg.max_concurrent;
     let load = Box::new(move || -> Result<LoadedModel> {
         let path = model_args.resolve()?;

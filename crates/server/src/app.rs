@@ -1,5 +1,6 @@
-//! The axum application: routes, shared state, model loading in the background (so `/health`
-//! answers at once and `/ready` tells when the model is up), and graceful shutdown.
+//! The axum application: routes, shared state, the catalogs (loaded before the listener
+//! serves), model loading in the background (so `/health` answers at once and `/ready` tells
+//! when the model is up), and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::admission::Admission;
+use crate::catalogs::{self, CatalogStore};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::openai::error::ApiError;
@@ -31,6 +33,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(routes::chat_completions))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/models", get(routes::models))
+        .route("/v1/catalogs", get(catalogs::routes::list))
+        .route("/v1/catalogs/{name}/items", get(catalogs::routes::items))
+        .route("/v1/catalogs/{name}/search", get(catalogs::routes::search))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -71,6 +76,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(layer.allow_origin(AllowOrigin::list(list)))
 }
 
+/// Ready once the model serves; the catalogs are loaded before the listener answers at all.
 async fn ready(State(st): State<AppState>) -> Response {
     let unavailable = |body| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     match st.serving.get().map(|s| s.scheduler.health()) {
@@ -82,7 +88,8 @@ async fn ready(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let sched = st.serving.get().map(|s| s.scheduler.stats());
-    let body = st.metrics.render(sched, st.admission.in_flight());
+    let mut body = st.metrics.render(sched, st.admission.in_flight());
+    st.catalogs.write_metrics(&mut body);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -161,7 +168,10 @@ impl RunningServer {
     }
 }
 
-/// Binds, starts serving, and loads the model in the background.
+/// Binds, loads the catalogs, starts serving, and loads the model in the background.
+///
+/// The catalogs load before anything is answered (their indexes are usually reused from disk,
+/// so this is quick), so a server that answers has every catalog; the model may still be loading.
 pub async fn start(
     config: ServerConfig,
     scheduler: SchedulerConfig,
@@ -172,10 +182,23 @@ pub async fn start(
         .await
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
+    let data_dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| sprout_engine::registry::data_dir(None));
+    let sources = config.catalogs.clone();
+    // The embedder hook: Some(embedder) here gives every catalog hybrid (BM25 + dense) search.
+    let embedder = None;
+    let catalogs =
+        tokio::task::spawn_blocking(move || CatalogStore::build(&data_dir, &sources, embedder))
+            .await
+            .context("catalog loader")?
+            .context("loading catalogs")?;
     let state = AppState {
         admission: Admission::new(config.max_concurrent + config.max_queue),
         config: Arc::new(config),
         serving: Arc::new(OnceLock::new()),
+        catalogs: Arc::new(catalogs),
         metrics: Arc::new(Metrics::default()),
     };
     let (loaded_tx, loaded_rx) = oneshot::channel();

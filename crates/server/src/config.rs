@@ -1,7 +1,8 @@
 //! The server's configuration: one typed struct, read from a TOML file, then overridden by the
 //! command line (which also reads `SPROUT_*` environment variables and `.env`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -37,6 +38,43 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Append a grammar's forced continuations without sampling them (jump-forward).
     pub jump_forward: bool,
+    /// sprout's data directory (ingested catalogs and their indexes live in
+    /// `<data_dir>/catalogs`); None means sprout's default data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Catalog files served beside the built-in `eco` and the ingested ones (`[[catalogs]]`).
+    pub catalogs: Vec<CatalogSource>,
+}
+
+/// A catalog file to serve under a name: `[[catalogs]] name = "books" path = "books.csv"` in
+/// TOML, `books=books.csv` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSource {
+    /// The name the catalog is served under (`/v1/catalogs/{name}`).
+    pub name: String,
+    /// A JSONL, JSON or CSV file (format by extension).
+    pub path: PathBuf,
+}
+
+/// A catalog source written other than `NAME=FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected NAME=FILE (e.g. books=books.csv), got {0:?}")]
+pub struct CatalogSourceError(pub String);
+
+impl FromStr for CatalogSource {
+    type Err = CatalogSourceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((name, path)) if !name.trim().is_empty() && !path.trim().is_empty() => {
+                Ok(CatalogSource {
+                    name: name.trim().to_string(),
+                    path: PathBuf::from(path.trim()),
+                })
+            }
+            _ => Err(CatalogSourceError(s.to_string())),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +94,8 @@ impl Default for ServerConfig {
             sse_keepalive_ms: 10_000,
             shutdown_grace_ms: 30_000,
             jump_forward: true,
+            data_dir: None,
+            catalogs: Vec::new(),
         }
     }
 }
@@ -76,14 +116,25 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
-    /// Reads a TOML file (every key optional, unknown keys refused).
+    /// Reads a TOML file (every key optional, unknown keys refused). Relative paths in it
+    /// (`data_dir`, catalog paths) are taken relative to the file's directory, so a config
+    /// means the same thing whatever directory sprout is started from.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: p.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
+        let mut config: ServerConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        if let Some(dir) = &mut config.data_dir {
+            *dir = base.join(&*dir);
+        }
+        for source in &mut config.catalogs {
+            source.path = base.join(&source.path);
+        }
+        Ok(config)
     }
 }
 
@@ -99,5 +150,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn catalogs_come_from_toml_tables_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sprout.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"data\"\n[[catalogs]]\nname = \"books\"\npath = \"books.csv\"\n\
+             [[catalogs]]\nname = \"abs\"\npath = \"/srv/abs.jsonl\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_toml_file(&file).unwrap();
+        assert_eq!(c.data_dir, Some(dir.path().join("data")));
+        assert_eq!(
+            c.catalogs,
+            vec![
+                CatalogSource {
+                    name: "books".into(),
+                    path: dir.path().join("books.csv")
+                },
+                CatalogSource {
+                    name: "abs".into(),
+                    path: "/srv/abs.jsonl".into()
+                },
+            ]
+        );
+        let e = toml::from_str::<ServerConfig>("[[catalogs]]\nname = \"x\"\nfile = \"y\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("file"), "{e}");
+    }
+
+    #[test]
+    fn catalog_flags_are_name_equals_file() {
+        let s: CatalogSource = " books = data/books.csv ".parse().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.path.as_path()),
+            ("books", Path::new("data/books.csv"))
+        );
+        for bad in ["books", "=books.csv", "books=", ""] {
+            assert_eq!(
+                bad.parse::<CatalogSource>(),
+                Err(CatalogSourceError(bad.to_string()))
+            );
+        }
     }
 }

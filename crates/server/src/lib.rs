@@ -1,5 +1,5 @@
 //! sprout's HTTP serving layer: the OpenAI-compatible API over the engine's continuous-batching
-//! scheduler, with admission control, API keys, metrics and health endpoints.
+//! scheduler, the catalogs API, with admission control, API keys, metrics and health endpoints.
 //!
 //! Handlers are async (axum on tokio); the engine runs on its own OS thread and talks to them
 //! only through channels ([`sprout_engine::scheduler`]).
@@ -8,6 +8,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod catalogs;
 pub mod config;
 pub mod metrics;
 pub mod openai;
@@ -15,5 +16,6 @@ pub mod pipeline;
 pub mod state;
 
 pub use app::{run_blocking, start, RunningServer};
-pub use config::ServerConfig;
+pub use catalogs::CatalogStore;
+pub use config::{CatalogSource, ServerConfig};
 pub use state::LoadedModel;

@@ -1,5 +1,5 @@
 //! The state every handler shares: configuration, the loaded model behind its scheduler (set
-//! once loading is done), admission and metrics. Below every route module, so that routes,
+//! once loading is done), the catalogs, admission and metrics. Below every route module, so that routes,
 //! auth and the app import it and not each other.
 
 use std::sync::{Arc, OnceLock};
@@ -10,6 +10,7 @@ use sprout_engine::grammar::GrammarCompiler;
 use sprout_engine::scheduler::SchedulerHandle;
 
 use crate::admission::Admission;
+use crate::catalogs::CatalogStore;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
@@ -36,6 +37,8 @@ pub struct Serving {
 pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub serving: Arc<OnceLock<Arc<Serving>>>,
+    /// The catalogs served; loaded before the server answers anything.
+    pub catalogs: Arc<CatalogStore>,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
 }
