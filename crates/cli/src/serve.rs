@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// ingested ones; repeatable; replaces a config file's catalog of the same name.
     #[arg(long = "catalog", value_name = "NAME=FILE")]
     pub catalogs: Vec<CatalogSource>,
+    /// The sentence embedder for /v1/embeddings and dense retrieval: a pulled name or a
+    /// sentence-transformers directory (pulled on first use).
+    #[arg(long, env = "SPROUT_EMBEDDER", default_value = "embeddinggemma")]
+    pub embedder: String,
+    /// Serve without an embedder (BM25-only retrieval, no /v1/embeddings).
+    #[arg(long)]
+    pub no_embedder: bool,
     /// Test hook: `step:N` panics inside engine step N, `outside:N` after it.
     #[arg(long, hide = true)]
     pub inject_fault: Option<String>,
@@ -162,6 +169,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_args.home = cfg.data_dir.clone();
     }
     cfg.data_dir = Some(model_args.data_dir());
+    if !args.no_embedder {
+        let dir = crate::model_arg::resolve_model(&args.embedder, &model_args.data_dir())
+            .with_context(|| format!("the embedder {:?} (or pass --no-embedder)", args.embedder))?;
+        cfg.embedder = Some(dir);
+    }
     let sched = SchedulerConfig {
         max_running_seqs: cfg.max_concurrent.max(1),
         step_tokens: cfg.step_tokens.max(1),

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Catalog files served beside the built-in `eco` and the ingested ones (`[[catalogs]]`).
     pub catalogs: Vec<CatalogSource>,
+    /// A sentence-transformers directory (EmbeddingGemma by default, resolved by the CLI):
+    /// `/v1/embeddings`, and dense + BM25 retrieval over every catalog. None: BM25 only.
+    pub embedder: Option<PathBuf>,
 }
 
 /// A catalog file to serve under a name: `[[catalogs]] name = "books" path = "books.csv"` in
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             jump_forward: true,
             data_dir: None,
             catalogs: Vec::new(),
+            embedder: None,
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct Serving {
     pub created: u64,
 }
 
+/// The embedding model, with the names requests call it by.
+pub struct EmbedderServing {
+    pub names: Vec<String>,
+    pub model: Arc<sprout_recommend::EngineEmbedder>,
+}
+
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +45,8 @@ pub struct AppState {
     pub serving: Arc<OnceLock<Arc<Serving>>>,
     /// The catalogs served; loaded before the server answers anything.
     pub catalogs: Arc<CatalogStore>,
+    /// The embedder, when one is configured (loaded before the catalogs, which use it).
+    pub embedder: Option<Arc<EmbedderServing>>,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
 }

@@ -706,3 +706,135 @@ async fn wait_idle(c: &Client) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `/v1/embeddings` and hybrid catalog search with the real embedder (SPROUT_TEST_EMBEDDER),
+/// no chat model needed; a restart on the same data dir reuses the dense index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_api_and_dense_index_reuse() {
+    let Some(dir) = std::env::var_os("SPROUT_TEST_EMBEDDER").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+            "SPROUT_TEST_EMBEDDER missing"
+        );
+        eprintln!("skipping: set SPROUT_TEST_EMBEDDER");
+        return;
+    };
+    let data = std::env::temp_dir().join(format!("sprout-e2e-embed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let start = |data: PathBuf, dir: PathBuf| async move {
+        let config = ServerConfig {
+            port: 0,
+            api_key: Some(KEY.into()),
+            data_dir: Some(data),
+            embedder: Some(dir),
+            ..Default::default()
+        };
+        let load = Box::new(|| -> anyhow::Result<LoadedModel> {
+            anyhow::bail!("no chat model in this test")
+        });
+        let server = sprout_server::start(config, SchedulerConfig::default(), load)
+            .await
+            .unwrap();
+        let c = Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", server.addr),
+        };
+        (server, c)
+    };
+    let (server, c) = start(data.clone(), dir.clone()).await;
+    let dense_file = |data: &PathBuf| {
+        std::fs::read_dir(data.join("catalogs/eco/index/dense"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_file())
+            .expect("a dense index file")
+    };
+    let built = std::fs::metadata(dense_file(&data))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let post = |body: Value| c.post("/v1/embeddings").json(&body).send();
+    let r = post(json!({"model": "embeddinggemma", "input": ["분리수거 하는 방법", "how to sort recycling", "주식 투자 수익률"]})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let vecs: Vec<Vec<f64>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!((vecs.len(), vecs[0].len()), (3, 768));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!((dot(&vecs[0], &vecs[0]) - 1.0).abs() < 1e-4, "unit length");
+    assert!(
+        dot(&vecs[0], &vecs[1]) > dot(&vecs[0], &vecs[2]) + 0.1,
+        "a translation is nearer than an unrelated sentence"
+    );
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+    // base64 carries the same little-endian floats; dimensions truncates and renormalizes.
+    let r = post(json!({"model": "embeddinggemma", "input": "분리수거 하는 방법", "encoding_format": "base64", "dimensions": 256})).await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let short: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+        .collect();
+    assert_eq!(short.len(), 256);
+    let norm: f64 = vecs[0][..256].iter().map(|x| x * x).sum::<f64>().sqrt();
+    for (s, f) in short.iter().zip(&vecs[0][..256]) {
+        assert!((s - f / norm).abs() < 1e-5);
+    }
+    for (body, status) in [
+        (json!({"model": "embeddinggemma", "input": []}), 400),
+        (
+            json!({"model": "embeddinggemma", "input": "x", "dimensions": 100}),
+            400,
+        ),
+        (json!({"model": "nope", "input": "x"}), 404),
+    ] {
+        assert_eq!(post(body.clone()).await.unwrap().status(), status, "{body}");
+    }
+    // Hybrid search: a paraphrase with no shared words finds the energy items.
+    let r = c
+        .http
+        .get(format!("{}/v1/catalogs/eco/search", c.base))
+        .query(&[
+            ("q", "How can I use less electricity at my desk?"),
+            ("k", "3"),
+        ])
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let cats: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["item"]["tags"]["category"].as_str().unwrap())
+        .collect();
+    assert!(
+        cats.iter().filter(|c| **c == "ENERGY_SAVING").count() >= 2,
+        "{v}"
+    );
+    server.shutdown().await.unwrap();
+    // A second start finds the dense index on disk and does not rebuild it.
+    let (server, _c) = start(data.clone(), dir).await;
+    let again = std::fs::metadata(dense_file(&data))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(built, again, "the dense index was rebuilt");
+    server.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
