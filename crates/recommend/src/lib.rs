@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod catalog;
 pub mod dense;
 pub mod embed;
