@@ -13,10 +13,13 @@ use std::fmt::Write;
 /// Why an answer grammar cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AnswerError {
+    /// Fewer than three distinct titles to choose from.
     #[error("an answer needs at least 3 distinct candidate titles, got {0}")]
     TooFewCandidates(usize),
+    /// No sentence to choose.
     #[error("an answer needs at least one sentence to choose")]
     NoSentence,
+    /// The generated text is not an answer of this shape.
     #[error("the answer is not the expected JSON: {0}")]
     Malformed(String),
 }
@@ -104,7 +107,9 @@ pub fn answer_grammar(sentences: &[String], titles: &[String]) -> Result<String,
 /// The parsed answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Answer {
+    /// The chosen sentence.
     pub recommend: String,
+    /// The chosen titles, in order.
     pub picks: Vec<String>,
 }
 

@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::Catalog;
 
+mod kernel;
+mod top_k;
+
+use top_k::TopK;
+
 /// Turns texts into vectors of a fixed dimension; implemented on sprout's own engine elsewhere.
 pub trait Embedder: Send + Sync {
     /// Identifies the model and its settings; a different id means different vectors.
@@ -123,9 +128,25 @@ pub struct ExactIndex {
     vectors: Vec<f32>,
 }
 
+/// `query` checked against the index's dimension and scaled to unit length.
+fn unit_query(dim: usize, query: &[f32]) -> Result<Vec<f32>, DenseError> {
+    if query.len() != dim {
+        return Err(DenseError::QueryDimension {
+            expected: dim,
+            got: query.len(),
+        });
+    }
+    if !query.iter().all(|v| v.is_finite()) {
+        return Err(DenseError::NonFinite { index: usize::MAX });
+    }
+    let mut query = query.to_vec();
+    normalize(&mut query);
+    Ok(query)
+}
+
 /// Scales `vector` to unit length; a zero vector stays zero (it then scores 0 against all).
 fn normalize(vector: &mut [f32]) {
-    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let norm = kernel::dot(vector, vector).sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|v| *v /= norm);
     }
@@ -233,32 +254,29 @@ impl ExactIndex {
         k: usize,
         allowed: Option<&dyn Fn(usize) -> bool>,
     ) -> Result<Vec<(usize, f32)>, DenseError> {
-        if query.len() != self.dim {
-            return Err(DenseError::QueryDimension {
-                expected: self.dim,
-                got: query.len(),
-            });
+        let query = unit_query(self.dim, query)?;
+        Ok(self.scan(&query, k, allowed))
+    }
+
+    /// Exact top-`k` for a unit `query` of the right dimension: one dot product per allowed row.
+    pub(crate) fn scan(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&dyn Fn(usize) -> bool>,
+    ) -> Vec<(usize, f32)> {
+        let mut top = TopK::new(k, self.len());
+        if k == 0 {
+            return Vec::new();
         }
-        if !query.iter().all(|v| v.is_finite()) {
-            return Err(DenseError::NonFinite { index: usize::MAX });
+        let rows = self.vectors.chunks_exact(self.dim).enumerate();
+        match allowed {
+            None => rows.for_each(|(index, row)| top.push(index, kernel::dot(row, query))),
+            Some(allowed) => rows
+                .filter(|&(index, _)| allowed(index))
+                .for_each(|(index, row)| top.push(index, kernel::dot(row, query))),
         }
-        let mut query = query.to_vec();
-        normalize(&mut query);
-        let mut scored: Vec<(usize, f32)> = self
-            .vectors
-            .chunks_exact(self.dim)
-            .enumerate()
-            .filter(|&(index, _)| allowed.is_none_or(|allowed| allowed(index)))
-            .map(|(index, row)| (index, row.iter().zip(&query).map(|(a, b)| a * b).sum()))
-            .collect();
-        let best_first =
-            |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if k < scored.len() {
-            scored.select_nth_unstable_by(k, best_first);
-            scored.truncate(k);
-        }
-        scored.sort_by(best_first);
-        Ok(scored)
+        top.into_best_first()
     }
 
     /// Writes the vectors for `key` into `dir` (created if needed); returns the file written.

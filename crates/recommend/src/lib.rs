@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub mod catalog;
+pub mod classify;
 pub mod dense;
 pub mod embed;
 pub mod eval;

@@ -112,3 +112,77 @@ fn dense_and_fused_retrieval_on_the_eco_query_set() {
     println!("BM25 + dense by reciprocal rank, MRR over the top 10:\n{fused}");
     assert!(fused.overall.recall_at_k >= 0.9, "{fused}");
 }
+
+/// Category precision and off-topic detection of the neighbour vote on a multilingual message
+/// set (crates/recommend/tests/fixtures/leafresh_messages.jsonl), printed for the notes.
+#[test]
+fn semantic_category_and_topic_on_the_message_set() {
+    let Some(embedder) = real_embedder() else {
+        return;
+    };
+    let catalog = Catalog::eco();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (index, _) =
+        sprout_recommend::ExactIndex::open_or_build(dir.path(), &catalog, embedder.as_ref())
+            .expect("the dense index builds");
+    use sprout_recommend::Embedder;
+    let rows: Vec<serde_json::Value> = include_str!("fixtures/leafresh_messages.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let verdicts: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let v = embedder
+                .embed_query(r["message"].as_str().unwrap())
+                .expect("embeds");
+            sprout_recommend::classify::classify(&index, &catalog, &v, "category")
+        })
+        .collect();
+    let on: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i]["category"].is_null())
+        .collect();
+    let off: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i]["category"].is_null())
+        .collect();
+    let correct = on
+        .iter()
+        .filter(|&&i| verdicts[i].category.as_deref() == rows[i]["category"].as_str())
+        .count();
+    let precision = correct as f64 / on.len() as f64;
+    println!("category precision {correct}/{} = {precision:.3}", on.len());
+    for lang in ["ko", "en", "zh"] {
+        let l: Vec<&usize> = on.iter().filter(|&&i| rows[i]["lang"] == lang).collect();
+        let c = l
+            .iter()
+            .filter(|&&&i| verdicts[i].category.as_deref() == rows[i]["category"].as_str())
+            .count();
+        println!("  {lang}: {c}/{}", l.len());
+    }
+    for &i in &on {
+        if verdicts[i].category.as_deref() != rows[i]["category"].as_str() {
+            println!("  wrong: {} → {:?}", rows[i]["message"], verdicts[i]);
+        }
+    }
+    let mut on_near: Vec<f32> = on.iter().map(|&i| verdicts[i].nearest).collect();
+    let mut off_near: Vec<f32> = off.iter().map(|&i| verdicts[i].nearest).collect();
+    on_near.sort_by(f32::total_cmp);
+    off_near.sort_by(f32::total_cmp);
+    println!(
+        "nearest similarity: on-topic min {:.3} p10 {:.3}; off-topic max {:.3} p90 {:.3}",
+        on_near[0],
+        on_near[on_near.len() / 10],
+        off_near[off_near.len() - 1],
+        off_near[off_near.len() * 9 / 10]
+    );
+    for t in [0.30, 0.35, 0.40, 0.45, 0.50] {
+        let caught = off_near.iter().filter(|&&s| s < t).count();
+        let lost = on_near.iter().filter(|&&s| s < t).count();
+        println!(
+            "  threshold {t:.2}: off-topic caught {caught}/{}, on-topic lost {lost}/{}",
+            off_near.len(),
+            on_near.len()
+        );
+    }
+    assert!(precision >= 0.9, "category precision {precision}");
+}
