@@ -249,7 +249,10 @@ impl Scheduler {
         } else {
             return;
         };
-        self.end(s, Progress::Failed(GenerationError::Cancelled));
+        // Counted as cancelled (like a client that went away); the sink still hears why.
+        let mut s = s;
+        s.fail(GenerationError::Cancelled);
+        self.end(s, Progress::Cancelled);
         self.publish();
     }
 
