@@ -199,11 +199,11 @@ impl AnswerStream {
                         if self.outside.ends_with("{\"recommend\":\"") {
                             self.place = Place::Sentence;
                             self.outside.clear();
-                        } else if self.outside.ends_with("[\"") || self.outside.ends_with(",\"") {
-                            if self.outside.contains("\"picks\":[") {
-                                self.place = Place::Pick(self.picks);
-                                self.outside = "\"picks\":[".into();
-                            }
+                        } else if (self.outside.ends_with("[\"") || self.outside.ends_with(",\""))
+                            && self.outside.contains("\"picks\":[")
+                        {
+                            self.place = Place::Pick(self.picks);
+                            self.outside = "\"picks\":[".into();
                         }
                     }
                 }
