@@ -10,9 +10,11 @@ pub mod auth;
 pub mod bench;
 pub mod catalogs;
 pub mod config;
+pub mod leafresh;
 pub mod metrics;
 pub mod openai;
 pub mod pipeline;
+pub mod sessions;
 pub mod state;
 
 pub use app::{run_blocking, start, RunningServer};
