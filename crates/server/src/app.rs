@@ -45,8 +45,23 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_api_key,
         ));
+    // The Leafresh contract's paths, as its Spring back end calls them (no API key: it never
+    // sent one; put sprout behind that back end or a proxy).
+    let leafresh = Router::new()
+        .route(
+            "/ai/chatbot/recommendation/base-info",
+            post(crate::leafresh::routes::post_base_info)
+                .get(crate::leafresh::routes::get_base_info),
+        )
+        .route(
+            "/ai/chatbot/recommendation/free-text",
+            post(crate::leafresh::routes::post_free_text)
+                .get(crate::leafresh::routes::get_free_text),
+        )
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     let mut app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(leafresh)
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
@@ -227,17 +242,53 @@ pub async fn start(
     let dense: Option<Arc<dyn sprout_recommend::Embedder>> = embedder
         .as_ref()
         .map(|e: &Arc<EmbedderServing>| e.model.clone() as _);
+    let (catalog_dir, session_dir) = (data_dir.clone(), data_dir.clone());
+    let dense_for_leafresh = dense.clone();
     let catalogs =
-        tokio::task::spawn_blocking(move || CatalogStore::build(&data_dir, &sources, dense))
+        tokio::task::spawn_blocking(move || CatalogStore::build(&catalog_dir, &sources, dense))
             .await
             .context("catalog loader")?
             .context("loading catalogs")?;
+    let sessions_cfg = config.sessions.clone();
+    let sessions: Arc<dyn crate::sessions::SessionStore> = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            crate::sessions::SqliteSessionStore::open(&session_dir, &sessions_cfg)
+        })
+        .await
+        .context("session store")?
+        .context("opening the session store")?,
+    );
+    let leafresh = match catalogs.get("eco") {
+        None => None,
+        Some(eco) => {
+            let (retriever, store) = (eco.retriever.clone(), sessions.clone());
+            let dir = data_dir
+                .join("catalogs")
+                .join("eco")
+                .join("index")
+                .join("dense");
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    crate::leafresh::service::Leafresh::new(
+                        retriever,
+                        dense_for_leafresh,
+                        &dir,
+                        store,
+                    )
+                })
+                .await
+                .context("the Leafresh recommender")??,
+            ))
+        }
+    };
     let state = AppState {
         admission: Admission::new(config.max_concurrent + config.max_queue),
         config: Arc::new(config),
         serving: Arc::new(OnceLock::new()),
         catalogs: Arc::new(catalogs),
         embedder,
+        sessions,
+        leafresh,
         metrics: Arc::new(Metrics::default()),
     };
     let (loaded_tx, loaded_rx) = oneshot::channel();

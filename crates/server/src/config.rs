@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// A sentence-transformers directory (EmbeddingGemma by default, resolved by the CLI):
     /// `/v1/embeddings`, and dense + BM25 retrieval over every catalog. None: BM25 only.
     pub embedder: Option<PathBuf>,
+    /// The session store (`[sessions]`: history_limit, synchronous, busy_timeout_ms).
+    pub sessions: crate::sessions::SessionsConfig,
 }
 
 /// A catalog file to serve under a name: `[[catalogs]] name = "books" path = "books.csv"` in
@@ -100,6 +102,7 @@ impl Default for ServerConfig {
             data_dir: None,
             catalogs: Vec::new(),
             embedder: None,
+            sessions: Default::default(),
         }
     }
 }

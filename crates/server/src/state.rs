@@ -47,6 +47,10 @@ pub struct AppState {
     pub catalogs: Arc<CatalogStore>,
     /// The embedder, when one is configured (loaded before the catalogs, which use it).
     pub embedder: Option<Arc<EmbedderServing>>,
+    /// Conversation state (SQLite in the data dir by default).
+    pub sessions: Arc<dyn crate::sessions::SessionStore>,
+    /// The Leafresh recommender over the `eco` catalog.
+    pub leafresh: Option<Arc<crate::leafresh::service::Leafresh>>,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
 }

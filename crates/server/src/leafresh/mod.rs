@@ -13,6 +13,8 @@ pub mod envelope;
 pub mod error;
 pub mod query;
 pub mod recommendation;
+pub mod routes;
+pub mod service;
 pub mod sse;
 pub mod topic;
 pub mod types;

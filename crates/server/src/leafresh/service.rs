@@ -1,0 +1,465 @@
+//! The Leafresh recommender: from a validated request to a grounded answer. Topic by the
+//! original's keywords and a semantic check (nearest eco item), category by the session rules
+//! and the neighbours' vote, candidates retrieved from the `eco` catalog (category, location
+//! and work type as filters), then the model chooses one of a few written sentences and three
+//! distinct candidates under a grammar — it never composes what must be right. Descriptions
+//! come from the catalog. The session remembers the turn.
+
+use std::sync::Arc;
+
+use sprout_engine::chat_template::ChatMessage;
+use sprout_engine::grammar::GrammarSpec;
+use sprout_engine::sampler::SamplingParams;
+use sprout_recommend::answer::{answer_grammar, parse_answer, AnswerPiece, AnswerStream};
+use sprout_recommend::classify::{classify, Verdict, ECO_OFF_TOPIC_SIMILARITY};
+use sprout_recommend::{Catalog, Embedder, ExactIndex, Item, Retriever, TagFilter};
+
+use super::constants::Category;
+use super::error::LeafreshError;
+use super::recommendation::{Challenge, Piece, Recommendation};
+use super::topic::{keyword_verdict, next_category, CategoryIntent, KeywordVerdict, TopicHit};
+use super::validate::{BaseInfoRequest, FreeTextRequest};
+use crate::pipeline::{self, GenerationHandle, GenerationJob, Output, PipelineError, PromptInput};
+use crate::sessions::{Role, Session, SessionId, SessionStore, Turn};
+use crate::state::AppState;
+
+/// Words of the original's ENV_KEYWORDS that ask for something rather than name the
+/// environment: a hit on one of them alone leaves the topic to the semantic check.
+const GENERIC_WORDS: &[&str] = &[
+    "아무",
+    "추천",
+    "챌린지",
+    "도움",
+    "도와줘",
+    "자세히",
+    "상세히",
+    "아무거나",
+    "무엇",
+    "뭐",
+    "만들기",
+    "창작",
+    "변형",
+    "DIY",
+];
+
+/// Candidates the model chooses among.
+const CANDIDATES: usize = 6;
+/// A semantic category vote counts when its winner has at least this share.
+const VOTE_CONFIDENCE: f32 = 0.5;
+/// Tokens an answer may take: the grammar bounds it far below this.
+const ANSWER_MAX_TOKENS: usize = 256;
+
+/// The fixed head of every prompt, first so the prefix cache shares it across requests.
+const SYSTEM: &str = "당신은 친환경 챌린지를 추천하는 Leafresh 챗봇입니다. 후보 목록에서 사용자에게 가장 알맞은 챌린지 세 개를 고르고, 알맞은 추천 문장을 고르세요.";
+
+/// The recommender's resources, built once at startup.
+pub struct Leafresh {
+    catalog: Catalog,
+    retriever: Arc<Retriever>,
+    /// The eco catalog's vectors, for the semantic topic and category check.
+    dense: Option<(ExactIndex, Arc<dyn Embedder>)>,
+    sessions: Arc<dyn SessionStore>,
+}
+
+/// A prepared answer: off-topic, or a generation under way with what it chooses among.
+pub enum Prepared {
+    OffTopic,
+    Answer(Box<Answering>),
+}
+
+/// A generation under way.
+pub struct Answering {
+    pub handle: GenerationHandle,
+    candidates: Vec<Item>,
+    category: Category,
+    session: Option<(SessionId, SessionUpdate)>,
+    user_text: String,
+    stream: AnswerStream,
+    sentence: String,
+    picks: Vec<String>,
+}
+
+/// What the session learns from this turn.
+#[derive(Clone)]
+struct SessionUpdate {
+    category: Category,
+    base: Option<(Category, String, String)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn pipeline_error(e: PipelineError) -> LeafreshError {
+    match e {
+        PipelineError::Overloaded { retry_after_s, .. } => {
+            LeafreshError::Overloaded { retry_after_s }
+        }
+        PipelineError::NotReady => LeafreshError::NotReady { retry_after_s: 5 },
+        other => LeafreshError::ModelFailed {
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl Leafresh {
+    /// The recommender over the served `eco` catalog, with the embedder's vectors when there
+    /// is one (loaded from the catalog's dense index on disk, built if missing).
+    pub fn new(
+        retriever: Arc<Retriever>,
+        embedder: Option<Arc<dyn Embedder>>,
+        index_dir: &std::path::Path,
+        sessions: Arc<dyn SessionStore>,
+    ) -> anyhow::Result<Self> {
+        let catalog = retriever.catalog().clone();
+        let dense = match embedder {
+            Some(e) => {
+                let (index, _) = ExactIndex::open_or_build(index_dir, &catalog, e.as_ref())?;
+                Some((index, e))
+            }
+            None => None,
+        };
+        Ok(Self {
+            catalog,
+            retriever,
+            dense,
+            sessions,
+        })
+    }
+
+    fn semantic(&self, message: &str) -> Option<Verdict> {
+        let (index, embedder) = self.dense.as_ref()?;
+        let v = embedder.embed_query(message).ok()?;
+        Some(classify(index, &self.catalog, &v, "category"))
+    }
+
+    /// Candidates of `category` for `query`, location and work type preferred.
+    fn candidates(&self, query: &str, category: Category, base: Option<(&str, &str)>) -> Vec<Item> {
+        let cat = TagFilter::new("category", category.code());
+        let mut filter_sets = Vec::new();
+        if let Some((loc, work)) = base {
+            filter_sets.push(vec![
+                cat.clone(),
+                TagFilter::new("locations", loc),
+                TagFilter::new("work_types", work),
+            ]);
+            filter_sets.push(vec![cat.clone(), TagFilter::new("locations", loc)]);
+        }
+        filter_sets.push(vec![cat.clone()]);
+        let mut out: Vec<Item> = Vec::new();
+        for filters in &filter_sets {
+            if let Ok(hits) = self.retriever.search(query, CANDIDATES, filters) {
+                for h in hits {
+                    if let Some(item) = self.catalog.get(h.index) {
+                        if out.len() < CANDIDATES && !out.iter().any(|o| o.id == item.id) {
+                            out.push(item.clone());
+                        }
+                    }
+                }
+            }
+            if out.len() >= CANDIDATES {
+                break;
+            }
+        }
+        // A query with no searchable words: the category's items in catalog order.
+        for item in self.catalog.items() {
+            if out.len() >= CANDIDATES {
+                break;
+            }
+            if item.matches(std::slice::from_ref(&cat)) && !out.iter().any(|o| o.id == item.id) {
+                out.push(item.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The sentences the model chooses among: written for the request, always well-formed.
+fn sentences(category: Category, base: Option<(&str, &str)>) -> Vec<String> {
+    let label = category.label();
+    let mut s = vec![
+        format!("{label} 실천에 도움이 되는 챌린지를 추천합니다."),
+        format!("일상에서 쉽게 시작할 수 있는 {label} 챌린지를 추천합니다."),
+        format!("말씀하신 내용에 알맞은 {label} 챌린지를 추천합니다."),
+    ];
+    if let Some((loc, work)) = base {
+        s.insert(
+            0,
+            format!("{loc} 지역의 {work} 분께 알맞은 {label} 챌린지를 추천합니다."),
+        );
+    }
+    s
+}
+
+fn session_id(raw: &Option<String>) -> Result<Option<SessionId>, LeafreshError> {
+    match raw {
+        None => Ok(None),
+        Some(s) => SessionId::parse(s)
+            .map(Some)
+            .map_err(|_| LeafreshError::InvalidSessionId {
+                max_bytes: crate::sessions::MAX_SESSION_ID_BYTES,
+            }),
+    }
+}
+
+async fn load_session(lf: &Leafresh, id: &Option<SessionId>) -> Option<Session> {
+    let id = id.as_ref()?;
+    lf.sessions.load(id).await.ok().flatten()
+}
+
+fn category_of(code: &Option<String>) -> Option<Category> {
+    code.as_deref().and_then(Category::parse)
+}
+
+/// Prepares a free-text answer (or the off-topic fallback).
+pub async fn free_text(
+    st: &AppState,
+    lf: &Arc<Leafresh>,
+    req: FreeTextRequest,
+) -> Result<Prepared, LeafreshError> {
+    let id = session_id(&req.session_id)?;
+    let session = load_session(lf, &id).await;
+    let keywords = keyword_verdict(&req.message);
+    if matches!(keywords, KeywordVerdict::Abusive { .. }) {
+        return Ok(Prepared::OffTopic);
+    }
+    let semantic = {
+        let (lf, msg) = (lf.clone(), req.message.clone());
+        tokio::task::spawn_blocking(move || lf.semantic(&msg))
+            .await
+            .map_err(|e| LeafreshError::ModelFailed {
+                detail: format!("the topic check: {e}"),
+            })?
+    };
+    // An environment word or a category request is on topic (the original's rule); a
+    // category keyword alone ("메뉴", "고기") only when the semantic check agrees or is absent.
+    let semantic_on = semantic
+        .as_ref()
+        .map(|v| v.on_topic(ECO_OFF_TOPIC_SIMILARITY));
+    let on_topic = match &keywords {
+        // The original's list holds request words too ("추천", "뭐", "도움"…): on their own
+        // they decide nothing when the semantic check can.
+        KeywordVerdict::OnTopic(TopicHit::Environment(w)) if GENERIC_WORDS.contains(w) => {
+            semantic_on.unwrap_or(true)
+        }
+        KeywordVerdict::OnTopic(TopicHit::Environment(_) | TopicHit::CategoryRequest(_)) => true,
+        KeywordVerdict::OnTopic(TopicHit::Category(_)) => semantic_on.unwrap_or(true),
+        _ => semantic_on.unwrap_or(false),
+    };
+    if !on_topic {
+        return Ok(Prepared::OffTopic);
+    }
+    let current = session
+        .as_ref()
+        .and_then(|s| category_of(&s.category))
+        .unwrap_or(Category::DEFAULT);
+    let base = session
+        .as_ref()
+        .and_then(|s| category_of(&s.base_category))
+        .unwrap_or(current);
+    let change = next_category(&req.message, current, base);
+    let category = match change.intent {
+        CategoryIntent::Keep => semantic
+            .as_ref()
+            .filter(|v| v.confidence >= VOTE_CONFIDENCE)
+            .and_then(|v| v.category.as_deref())
+            .and_then(Category::parse)
+            .unwrap_or(current),
+        _ => change.category,
+    };
+    let base_info = session
+        .as_ref()
+        .and_then(|s| Some((s.location.clone()?, s.work_type.clone()?)));
+    let base_ref = base_info.as_ref().map(|(l, w)| (l.as_str(), w.as_str()));
+    let candidates = lf.candidates(&req.message, category, base_ref);
+    let history = session.map(|s| s.history).unwrap_or_default();
+    let update = SessionUpdate {
+        category,
+        base: None,
+    };
+    start(
+        st,
+        candidates,
+        category,
+        sentences(category, None),
+        &history,
+        &req.message,
+        id.map(|i| (i, update)),
+    )
+    .await
+}
+
+/// Prepares a base-info answer.
+pub async fn base_info(
+    st: &AppState,
+    lf: &Arc<Leafresh>,
+    req: BaseInfoRequest,
+) -> Result<Prepared, LeafreshError> {
+    let id = session_id(&req.session_id)?;
+    let session = load_session(lf, &id).await;
+    let (loc, work) = (
+        req.location.label().to_string(),
+        req.work_type.label().to_string(),
+    );
+    let category = req.category;
+    let query = format!("{loc} {work} {}", category.label());
+    let candidates = lf.candidates(&query, category, Some((&loc, &work)));
+    let history = session.map(|s| s.history).unwrap_or_default();
+    let update = SessionUpdate {
+        category,
+        base: Some((category, loc.clone(), work.clone())),
+    };
+    let message = format!("위치: {loc}, 직업: {work}, 카테고리: {}", category.label());
+    start(
+        st,
+        candidates,
+        category,
+        sentences(category, Some((&loc, &work))),
+        &history,
+        &message,
+        id.map(|i| (i, update)),
+    )
+    .await
+}
+
+async fn start(
+    st: &AppState,
+    candidates: Vec<Item>,
+    category: Category,
+    sentences: Vec<String>,
+    history: &[Turn],
+    message: &str,
+    session: Option<(SessionId, SessionUpdate)>,
+) -> Result<Prepared, LeafreshError> {
+    let titles: Vec<String> = candidates.iter().map(|c| c.title.clone()).collect();
+    let lark = answer_grammar(&sentences, &titles).map_err(|e| LeafreshError::ModelFailed {
+        detail: e.to_string(),
+    })?;
+    // Titles only: the descriptions would triple the prompt the model reads per request.
+    let listing: String = candidates
+        .iter()
+        .map(|c| format!("- {}\n", c.title))
+        .collect();
+    let mut messages = vec![ChatMessage::new("system", SYSTEM)];
+    for t in history.iter().rev().take(4).rev() {
+        let role = if t.role == Role::User {
+            "user"
+        } else {
+            "assistant"
+        };
+        messages.push(ChatMessage::new(role, t.text.clone()));
+    }
+    messages.push(ChatMessage::new(
+        "user",
+        format!("후보:\n{listing}\n요청: {message}"),
+    ));
+    let job = GenerationJob {
+        prompt: PromptInput::Chat(messages),
+        sampling: SamplingParams::default(),
+        max_tokens: Some(ANSWER_MAX_TOKENS),
+        stop_strings: Vec::new(),
+        ignore_eos: false,
+        grammar: Some(GrammarSpec::Lark(lark)),
+    };
+    let handle = pipeline::submit(st, job).await.map_err(pipeline_error)?;
+    Ok(Prepared::Answer(Box::new(Answering {
+        handle,
+        candidates,
+        category,
+        session,
+        user_text: message.to_string(),
+        stream: AnswerStream::new(),
+        sentence: String::new(),
+        picks: Vec::new(),
+    })))
+}
+
+impl Answering {
+    /// The next pieces of the answer as it is generated; None at the end (then call
+    /// [`Answering::finish`]).
+    pub async fn next(&mut self) -> Option<Result<Vec<Piece>, LeafreshError>> {
+        match self.handle.next().await? {
+            Ok(Output::Text(t)) => {
+                let mut out = Vec::new();
+                for p in self.stream.push(&t) {
+                    match p {
+                        AnswerPiece::Sentence(s) => {
+                            self.sentence.push_str(&s);
+                            out.push(Piece::Recommend(s));
+                        }
+                        AnswerPiece::SentenceDone => {}
+                        AnswerPiece::Pick(n, title) => {
+                            let description = self
+                                .candidates
+                                .iter()
+                                .find(|c| c.title == title)
+                                .and_then(|c| c.description.clone())
+                                .unwrap_or_default();
+                            self.picks.push(title.clone());
+                            out.push(Piece::Title {
+                                index: n,
+                                text: title,
+                            });
+                            out.push(Piece::Description {
+                                index: n,
+                                text: description,
+                            });
+                        }
+                    }
+                }
+                Some(Ok(out))
+            }
+            Ok(Output::Done { .. }) => None,
+            Err(e) => Some(Err(pipeline_error(e))),
+        }
+    }
+
+    /// The whole recommendation after the last piece, checked, with the session updated.
+    pub async fn finish(self, lf: &Leafresh) -> Result<Recommendation, LeafreshError> {
+        let titles: Vec<String> = self.candidates.iter().map(|c| c.title.clone()).collect();
+        let text = serde_json::json!({"recommend": self.sentence, "picks": self.picks}).to_string();
+        let answer = parse_answer(&text, &titles).map_err(|e| LeafreshError::ModelFailed {
+            detail: e.to_string(),
+        })?;
+        let challenges = answer
+            .picks
+            .iter()
+            .filter_map(|t| self.candidates.iter().find(|c| &c.title == t))
+            .map(|c| Challenge {
+                title: c.title.clone(),
+                description: c.description.clone().unwrap_or_default(),
+                category: c
+                    .tags
+                    .get("category")
+                    .and_then(|v| v.values().first().and_then(|s| Category::parse(s)))
+                    .unwrap_or(self.category),
+            })
+            .collect();
+        let rec = Recommendation {
+            recommend: answer.recommend,
+            challenges,
+        };
+        if let Some((id, update)) = self.session {
+            let now = now_ms();
+            let user = Turn::new(Role::User, self.user_text.clone(), now);
+            let titles = answer.picks.join(", ");
+            let assistant = Turn::new(Role::Assistant, format!("{} {titles}", rec.recommend), now);
+            let edit = Box::new(move |s: &mut Session| {
+                s.history.push(user);
+                s.history.push(assistant);
+                s.category = Some(update.category.code().to_string());
+                if let Some((cat, loc, work)) = update.base {
+                    s.base_category = Some(cat.code().to_string());
+                    s.location = Some(loc);
+                    s.work_type = Some(work);
+                }
+            });
+            if let Err(e) = lf.sessions.update(&id, edit).await {
+                tracing::warn!(error = %e, "the session could not be stored");
+            }
+        }
+        Ok(rec)
+    }
+}
