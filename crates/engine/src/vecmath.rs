@@ -1,7 +1,7 @@
 //! Vectorized f32 work outside the matmuls: attention scores and weighted value sums over a
 //! run of cached keys/values, softmax, and the SiLU and GELU gates. AVX2+FMA is chosen at run time
 //! (the same detection as the matmul kernels), with a scalar path everywhere else; the tests
-//! hold every SIMD function to its scalar twin.
+//! hold every SIMD function to its scalar twin. Exact (erf) GELU is scalar only.
 
 use crate::quant::matmul::{detected_isa, Isa};
 
@@ -30,6 +30,37 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// `0.5·(1 + tanh(z)) = 1 / (1 + e^(−2z))`, i.e. the SiLU kernel with another argument.
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     gelu_tanh_mul_with(detected_isa(), gate, up)
+}
+
+/// `x = gelu(x) = x·Φ(x) = 0.5·x·erfc(−x/√2)`, the exact GELU (BERT's `hidden_act: gelu`),
+/// elementwise. Scalar, in f64: it is a small part of an encoder layer beside its matmuls.
+pub fn gelu_erf(x: &mut [f32]) {
+    for v in x {
+        let z = *v as f64;
+        *v = (0.5 * z * erfc(-z * std::f64::consts::FRAC_1_SQRT_2)) as f32;
+    }
+}
+
+/// The complementary error function within 1.2e-7 relative error for every x (the Chebyshev
+/// fit `erfcc` of Numerical Recipes, 2nd ed., §6.2); through erfc, GELU keeps its relative
+/// accuracy where it tends to 0 for large negative x.
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * (-z * z + poly).exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -385,6 +416,39 @@ mod tests {
             gelu_tanh_mul_with(isa, &mut a, &up);
             gelu_tanh_mul_with(Isa::Scalar, &mut b, &up);
             close(&a, &b, 1e-6);
+        }
+    }
+
+    #[test]
+    fn gelu_erf_matches_known_values() {
+        // erfc and Φ to 16 digits (mpmath).
+        for (x, want) in [
+            (0.0, 1.0),
+            (0.5, 0.479_500_122_186_953_5),
+            (1.0, 0.157_299_207_050_285_13),
+            (2.0, 0.004_677_734_981_047_266),
+            (4.0, 1.541_725_790_028_002e-8),
+            (-1.0, 1.842_700_792_949_715),
+        ] {
+            let got = erfc(x);
+            assert!(((got - want) / want).abs() < 1.3e-7, "erfc({x}) = {got}");
+        }
+        let mut x = [1.0f32, -1.0, 3.0, -3.0, 0.0, 10.0, -10.0];
+        gelu_erf(&mut x);
+        let want = [
+            0.841_344_746_068_542_9,
+            -0.158_655_253_931_457_05,
+            2.995_950_305_905_11,
+            -0.004_049_694_094_890_287,
+            0.0,
+            10.0,
+            -7.619_853_024_160_593e-23,
+        ];
+        for (g, w) in x.iter().zip(want) {
+            assert!(
+                (*g as f64 - w).abs() <= 2.5e-7 * w.abs(),
+                "gelu: {g} vs {w}"
+            );
         }
     }
 

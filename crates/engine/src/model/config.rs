@@ -12,6 +12,9 @@ pub enum Arch {
     Qwen2,
     /// Gemma 3: sandwich norms, q/k norms, GELU, interleaved sliding-window layers.
     Gemma3,
+    /// BERT encoders (all-MiniLM-L6-v2): absolute positions, post-LayerNorm layers with biases,
+    /// an ungated GELU MLP, bidirectional attention; no language-model head.
+    Bert,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -23,11 +26,14 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// The feed-forward gate activation.
+/// The feed-forward activation (of the gate in gated MLPs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     Silu,
+    /// GELU's tanh approximation (Gemma).
     GeluTanh,
+    /// Exact GELU, `x·Φ(x)` with the error function (BERT's `hidden_act: gelu`).
+    GeluErf,
 }
 
 /// Everything the forward pass needs to know about a model's shape.
@@ -42,6 +48,7 @@ pub struct ModelConfig {
     pub ffn_dim: usize,
     pub vocab_size: usize,
     pub context_tokens: usize,
+    /// Epsilon of the norms: RMSNorm's, or LayerNorm's for BERT.
     pub rms_eps: f32,
     pub rope_base: f32,
     pub rope_style: RopeStyle,
@@ -69,6 +76,7 @@ impl ModelConfig {
             "llama" | "mistral" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" | "gemma3_text" => Arch::Gemma3,
+            "bert" => Arch::Bert,
             other => return Err(EngineError::Unsupported(format!("architecture {other}"))),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -96,9 +104,14 @@ impl ModelConfig {
         let embd = src.tensor("token_embd.weight")?;
         let vocab_size = *embd.dims.get(1).unwrap_or(&0);
         let context_tokens = src.u64_opt(&key("context_length")).unwrap_or(4096) as usize;
-        let rms_eps = src
-            .f32_opt(&key("attention.layer_norm_rms_epsilon"))
-            .unwrap_or(1e-6);
+        let bert = arch == Arch::Bert;
+        let rms_eps = if bert {
+            src.f32_opt(&key("attention.layer_norm_epsilon"))
+                .unwrap_or(1e-12)
+        } else {
+            src.f32_opt(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6)
+        };
         let default_base = if arch == Arch::Gemma3 {
             1_000_000.0
         } else {
@@ -126,10 +139,10 @@ impl ModelConfig {
             } else {
                 RopeStyle::Neox
             },
-            activation: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
+            activation: match arch {
+                Arch::Gemma3 => Activation::GeluTanh,
+                Arch::Bert => Activation::GeluErf,
+                Arch::Llama | Arch::Qwen2 => Activation::Silu,
             },
             sliding_window_tokens: if gemma {
                 src.u64_opt(&key("attention.sliding_window"))
@@ -146,10 +159,18 @@ impl ModelConfig {
                 .unwrap_or(10_000.0),
             attn_scale: 1.0 / query_scalar.sqrt(),
             embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
-            bidirectional: matches!(
-                src.get(&key("attention.bidirectional")),
-                Some(crate::gguf::Value::Bool(true))
-            ),
+            // An encoder unless its file says causal (llama.cpp's `bert.attention.causal`).
+            bidirectional: if bert {
+                !matches!(
+                    src.get(&key("attention.causal")),
+                    Some(crate::gguf::Value::Bool(true))
+                )
+            } else {
+                matches!(
+                    src.get(&key("attention.bidirectional")),
+                    Some(crate::gguf::Value::Bool(true))
+                )
+            },
         })
     }
 

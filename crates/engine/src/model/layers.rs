@@ -1,5 +1,5 @@
-//! The building blocks shared by every architecture: RMSNorm, RoPE, gated activations and
-//! causal attention over the paged KV cache.
+//! The building blocks shared by every architecture: RMSNorm and LayerNorm, RoPE, gated and
+//! plain activations, and attention (causal or bidirectional) over the paged KV cache.
 
 use super::config::{Activation, ModelConfig, RopeStyle};
 use crate::kv::{BlockId, KvPool, SeqKv};
@@ -26,6 +26,21 @@ pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
         let inv = 1.0 / (mean_sq + eps).sqrt();
         for (v, &g) in xr.iter_mut().zip(w) {
             *v *= inv * g;
+        }
+    }
+}
+
+/// In-place LayerNorm of every row of width `w.len()`: `(x − mean) / sqrt(var + eps) · w + b`
+/// (BERT's norms; mean and variance summed in f64, as its eps of 1e-12 leaves no slack).
+pub fn layer_norm_in_place(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = w.len();
+    assert_eq!(b.len(), d, "LayerNorm weight and bias widths");
+    for xr in x.chunks_exact_mut(d) {
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for ((v, &g), &b) in xr.iter_mut().zip(w).zip(b) {
+            *v = ((*v as f64 - mean) * inv) as f32 * g + b;
         }
     }
 }
@@ -99,6 +114,31 @@ pub fn gated_activation(pool: &ThreadPool, act: Activation, gate: &mut [f32], up
         match act {
             Activation::Silu => vecmath::silu_mul(gate, &up[r]),
             Activation::GeluTanh => vecmath::gelu_tanh_mul(gate, &up[r]),
+            Activation::GeluErf => {
+                vecmath::gelu_erf(gate);
+                gate.iter_mut().zip(&up[r]).for_each(|(g, &u)| *g *= u);
+            }
+        }
+    });
+}
+
+/// `x = act(x)`, elementwise, in pieces over the pool: the activation of an ungated MLP
+/// (BERT's `down(gelu(up·x))`).
+pub fn activation(pool: &ThreadPool, act: Activation, x: &mut [f32]) {
+    let n = x.len();
+    let p = SendPtr(x.as_mut_ptr());
+    pool.run(n.div_ceil(GATE_PIECE), &|t| {
+        let r = t * GATE_PIECE..((t + 1) * GATE_PIECE).min(n);
+        // SAFETY: tasks take disjoint ranges of `x`, which outlives `pool.run`.
+        let x = unsafe { std::slice::from_raw_parts_mut(p.get().add(r.start), r.len()) };
+        match act {
+            Activation::GeluErf => vecmath::gelu_erf(x),
+            // No ungated model uses these yet: plain scalar forms.
+            Activation::Silu => x.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+            Activation::GeluTanh => x.iter_mut().for_each(|v| {
+                let z = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+                *v *= 0.5 * (1.0 + (z * (*v + 0.044_715 * *v * *v * *v)).tanh());
+            }),
         }
     });
 }
@@ -244,6 +284,38 @@ mod tests {
                 .zip(&got)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
+    }
+
+    #[test]
+    fn plain_activation_in_pieces_matches_the_scalar_function() {
+        let n = 2 * GATE_PIECE + 5;
+        let x0: Vec<f32> = (0..n).map(|i| ((i * 53) % 97) as f32 * 0.1 - 4.8).collect();
+        let mut got = x0.clone();
+        activation(&ThreadPool::new(2), Activation::GeluErf, &mut got);
+        let mut want = x0.clone();
+        vecmath::gelu_erf(&mut want);
+        assert_eq!(got, want);
+        let mut silu = x0.clone();
+        activation(&ThreadPool::new(1), Activation::Silu, &mut silu);
+        for (s, x) in silu.iter().zip(&x0) {
+            assert!((s - x / (1.0 + (-x).exp())).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut x = [1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0];
+        layer_norm_in_place(&mut x, &[1.0, 1.0, 2.0, 2.0], &[0.0, 0.5, 0.0, 0.0], 1e-12);
+        let s = 1.25f32.sqrt();
+        let want = [-1.5 / s, -0.5 / s + 0.5, 1.0 / s, 3.0 / s];
+        for (a, b) in x[..4].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        assert_eq!(
+            &x[4..],
+            &[0.0, 0.5, 0.0, 0.0],
+            "a constant row becomes the bias"
+        );
     }
 
     #[test]

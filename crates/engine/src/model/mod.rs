@@ -1,9 +1,11 @@
-//! Model architectures (llama incl. Mistral, qwen2, gemma3) and their batched forward pass.
+//! Model architectures (llama incl. Mistral, qwen2, gemma3; the BERT encoder) and their batched
+//! forward pass.
 //!
 //! One forward step takes the tokens of many sequences at once — prompt chunks and single
 //! decode tokens mixed — runs every matrix multiplication over all of them together, and
 //! attends per token over that token's own sequence in the paged KV cache.
 
+mod bert;
 pub mod config;
 mod gemma3;
 pub mod layers;
@@ -44,6 +46,19 @@ pub(crate) struct LayerWeights {
 /// A loaded model: configuration and weights (quantized weights stay in their file format).
 pub struct Model {
     pub config: ModelConfig,
+    weights: Weights,
+}
+
+/// The weights of a model, by kind of network.
+enum Weights {
+    /// A decoder (llama, qwen2, gemma3): its hidden states end in a norm and the LM head.
+    Decoder(Box<DecoderWeights>),
+    /// A BERT encoder: hidden states only.
+    Bert(Box<bert::BertWeights>),
+}
+
+/// A decoder's token embedding, layers, final norm and output matrix.
+struct DecoderWeights {
     embed: WeightMatrix,
     layers: Vec<LayerWeights>,
     output_norm: Vec<f32>,
@@ -97,7 +112,177 @@ impl Model {
     /// Builds the model from a loaded source, checking every tensor's shape.
     pub fn load(src: &ModelSource) -> Result<Self> {
         let config = ModelConfig::from_source(src)?;
-        let c = &config;
+        let weights = if config.arch == Arch::Bert {
+            let mut w = bert::BertWeights::load(src, &config)?;
+            pack_all(w.layer_matrices().collect());
+            Weights::Bert(Box::new(w))
+        } else {
+            Weights::Decoder(Box::new(DecoderWeights::load(src, &config)?))
+        };
+        Ok(Self { config, weights })
+    }
+
+    /// Runs one step and returns the logits of `batch.logit_tokens`, one row of `vocab_size`
+    /// each, in that order (held in `scratch` until the next step). The keys and values of
+    /// every token are written to `kv`.
+    pub fn forward<'s>(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32]> {
+        let Weights::Decoder(w) = &self.weights else {
+            return Err(EngineError::Unsupported(format!(
+                "{:?} models have no language-model head: they only embed",
+                self.config.arch
+            )));
+        };
+        self.run_layers(pool, kv, batch, scratch)?;
+        let c = &self.config;
+        let (t, d) = (batch.tokens.len(), c.d_model);
+        let n_out = batch.logit_tokens.len();
+        resize(&mut scratch.xn, n_out * d);
+        for (o, &i) in batch.logit_tokens.iter().enumerate() {
+            if i >= t {
+                return Err(EngineError::InvalidRequest(format!(
+                    "logit row {i} outside the step"
+                )));
+            }
+            layers::rms_norm(
+                &scratch.x[i * d..(i + 1) * d],
+                &w.output_norm,
+                c.rms_eps,
+                &mut scratch.xn[o * d..(o + 1) * d],
+            );
+        }
+        let need = n_out * c.vocab_size;
+        let logits = &mut scratch.logits;
+        if logits.capacity() > 4 * need.max(1 << 20) {
+            *logits = Vec::new(); // an all-logits prefill's buffer is not kept for decode steps
+        }
+        if logits.len() < need {
+            logits.resize(need, 0.0);
+        }
+        // Every element is written: no clearing between steps.
+        matmul(pool, &w.output, &scratch.xn, n_out, &mut logits[..need]);
+        Ok(&logits[..need])
+    }
+
+    /// Runs one step and returns the final hidden state of every token of the step,
+    /// `T × d_model` (held in `scratch` until the next step): what an embedding model pools. A
+    /// decoder's is normed by its output norm; BERT's is its last layer's output as it is.
+    pub fn forward_hidden<'s>(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32]> {
+        self.run_layers(pool, kv, batch, scratch)?;
+        let c = &self.config;
+        let n = batch.tokens.len() * c.d_model;
+        match &self.weights {
+            Weights::Decoder(w) => {
+                resize(&mut scratch.xn, n);
+                layers::rms_norm(&scratch.x, &w.output_norm, c.rms_eps, &mut scratch.xn);
+                Ok(&scratch.xn[..n])
+            }
+            Weights::Bert(_) => Ok(&scratch.x[..n]),
+        }
+    }
+
+    /// Embeds the step's tokens and runs every layer, leaving the residual stream in
+    /// `scratch.x`.
+    fn run_layers(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvPool,
+        batch: &StepBatch<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let c = &self.config;
+        let t = batch.tokens.len();
+        let d = c.d_model;
+        if batch.positions.len() != t || batch.seq_of_token.len() != t {
+            return Err(EngineError::InvalidRequest(
+                "step batch arrays differ in length".into(),
+            ));
+        }
+        if let Some(&tok) = batch.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {tok} outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        let mut seq_end = vec![0usize; batch.seqs.len()];
+        for (&s, &p) in batch.seq_of_token.iter().zip(batch.positions) {
+            if let Some(e) = seq_end.get_mut(s) {
+                *e = (*e).max(p + 1);
+            }
+        }
+        let place = TokenPlacement {
+            seq_of_token: batch.seq_of_token,
+            positions: batch.positions,
+            seqs: batch.seqs,
+            seq_end: &seq_end,
+        };
+        let w = match &self.weights {
+            Weights::Decoder(w) => w,
+            Weights::Bert(w) => {
+                if let Some(&p) = batch.positions.iter().find(|&&p| p >= w.positions()) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "position {p} beyond the {} position embeddings",
+                        w.positions()
+                    )));
+                }
+                // Absolute positions: no rotary tables.
+                let none = RopeTable::new(&[], c.head_dim, c.rope_base);
+                let ctx = StepContext {
+                    pool,
+                    cfg: c,
+                    place,
+                    rope_global: &none,
+                    rope_local: &none,
+                };
+                w.encode(&ctx, kv, batch.tokens, scratch);
+                return Ok(());
+            }
+        };
+        resize(&mut scratch.x, t * d);
+        for (row, &tok) in scratch.x.chunks_exact_mut(d).zip(batch.tokens) {
+            w.embed.dequantize_row_into(tok as usize, row);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+        let rope_global = RopeTable::new(batch.positions, c.head_dim, c.rope_base);
+        let rope_local = if c.sliding_window_tokens.is_some() {
+            RopeTable::new(batch.positions, c.head_dim, c.rope_local_base)
+        } else {
+            RopeTable::new(&[], c.head_dim, c.rope_base)
+        };
+        let ctx = StepContext {
+            pool,
+            cfg: c,
+            place,
+            rope_global: &rope_global,
+            rope_local: &rope_local,
+        };
+        for (l, layer) in w.layers.iter().enumerate() {
+            match c.arch {
+                Arch::Llama | Arch::Qwen2 => llama::layer(&ctx, kv, l, layer, scratch),
+                Arch::Gemma3 => gemma3::layer(&ctx, kv, l, layer, scratch),
+                Arch::Bert => unreachable!("BERT weights are never a decoder's"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DecoderWeights {
+    /// Reads a decoder's tensors, checking every shape against `c`, and packs its matrices.
+    fn load(src: &ModelSource, c: &ModelConfig) -> Result<Self> {
         let d = c.d_model;
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.kv_dim();
@@ -150,21 +335,19 @@ impl Model {
             }
             layers.push(layer);
         }
-        let mut model = Self {
+        let mut w = Self {
             output_norm: vector(src, "output_norm.weight", d)?,
-            config,
             embed,
             layers,
             output,
         };
-        model.pack_matrices(tied);
-        Ok(model)
+        w.pack_matrices(tied);
+        Ok(w)
     }
 
-    /// Replaces every weight matrix that the kernels of this CPU multiply faster with its rows
-    /// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores (packing lets
-    /// the file pages it read go, so resident memory stays about one copy of the weights). An embedding table is packed only when it is also the output matrix (tied):
-    /// tokens then look their rows up in the packed layout.
+    /// Packs the layers' matrices and the output matrix ([`pack_all`]). An embedding table is
+    /// packed only when it is also the output matrix (tied): tokens then look their rows up in
+    /// the packed layout.
     fn pack_matrices(&mut self, output_tied: bool) {
         let mut todo: Vec<&mut WeightMatrix> = self
             .layers
@@ -186,145 +369,30 @@ impl Model {
         } else {
             &mut self.output
         });
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let queue = std::sync::Mutex::new(todo);
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                    let Some(m) = next else { break };
-                    if let Some(packed) = m.packed() {
-                        *m = packed;
-                    }
-                });
-            }
-        });
+        pack_all(todo);
         if output_tied {
             self.output = self.embed.clone();
         }
     }
+}
 
-    /// Runs one step and returns the logits of `batch.logit_tokens`, one row of `vocab_size`
-    /// each, in that order (held in `scratch` until the next step). The keys and values of
-    /// every token are written to `kv`.
-    pub fn forward<'s>(
-        &self,
-        pool: &ThreadPool,
-        kv: &mut KvPool,
-        batch: &StepBatch<'_>,
-        scratch: &'s mut Scratch,
-    ) -> Result<&'s [f32]> {
-        self.run_layers(pool, kv, batch, scratch)?;
-        let c = &self.config;
-        let (t, d) = (batch.tokens.len(), c.d_model);
-        let n_out = batch.logit_tokens.len();
-        resize(&mut scratch.xn, n_out * d);
-        for (o, &i) in batch.logit_tokens.iter().enumerate() {
-            if i >= t {
-                return Err(EngineError::InvalidRequest(format!(
-                    "logit row {i} outside the step"
-                )));
-            }
-            layers::rms_norm(
-                &scratch.x[i * d..(i + 1) * d],
-                &self.output_norm,
-                c.rms_eps,
-                &mut scratch.xn[o * d..(o + 1) * d],
-            );
+/// Replaces every weight matrix that the kernels of this CPU multiply faster with its rows
+/// interleaved ([`WeightMatrix::packed`]) by the packed copy, on all cores (packing lets the
+/// file pages it read go, so resident memory stays about one copy of the weights).
+fn pack_all(todo: Vec<&mut WeightMatrix>) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queue = std::sync::Mutex::new(todo);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(m) = next else { break };
+                if let Some(packed) = m.packed() {
+                    *m = packed;
+                }
+            });
         }
-        let need = n_out * c.vocab_size;
-        let logits = &mut scratch.logits;
-        if logits.capacity() > 4 * need.max(1 << 20) {
-            *logits = Vec::new(); // an all-logits prefill's buffer is not kept for decode steps
-        }
-        if logits.len() < need {
-            logits.resize(need, 0.0);
-        }
-        // Every element is written: no clearing between steps.
-        matmul(pool, &self.output, &scratch.xn, n_out, &mut logits[..need]);
-        Ok(&logits[..need])
-    }
-
-    /// Runs one step and returns the final (normed) hidden state of every token of the step,
-    /// `T × d_model` (held in `scratch` until the next step): what an embedding model pools.
-    pub fn forward_hidden<'s>(
-        &self,
-        pool: &ThreadPool,
-        kv: &mut KvPool,
-        batch: &StepBatch<'_>,
-        scratch: &'s mut Scratch,
-    ) -> Result<&'s [f32]> {
-        self.run_layers(pool, kv, batch, scratch)?;
-        let c = &self.config;
-        let n = batch.tokens.len() * c.d_model;
-        resize(&mut scratch.xn, n);
-        layers::rms_norm(&scratch.x, &self.output_norm, c.rms_eps, &mut scratch.xn);
-        Ok(&scratch.xn[..n])
-    }
-
-    /// Embeds the step's tokens and runs every layer, leaving the residual stream in
-    /// `scratch.x`.
-    fn run_layers(
-        &self,
-        pool: &ThreadPool,
-        kv: &mut KvPool,
-        batch: &StepBatch<'_>,
-        scratch: &mut Scratch,
-    ) -> Result<()> {
-        let c = &self.config;
-        let t = batch.tokens.len();
-        let d = c.d_model;
-        if batch.positions.len() != t || batch.seq_of_token.len() != t {
-            return Err(EngineError::InvalidRequest(
-                "step batch arrays differ in length".into(),
-            ));
-        }
-        resize(&mut scratch.x, t * d);
-        for (i, &tok) in batch.tokens.iter().enumerate() {
-            if tok as usize >= c.vocab_size {
-                return Err(EngineError::InvalidRequest(format!(
-                    "token id {tok} outside the vocabulary of {}",
-                    c.vocab_size
-                )));
-            }
-            let row = &mut scratch.x[i * d..(i + 1) * d];
-            self.embed.dequantize_row_into(tok as usize, row);
-            if c.embed_scale != 1.0 {
-                row.iter_mut().for_each(|v| *v *= c.embed_scale);
-            }
-        }
-        let rope_global = RopeTable::new(batch.positions, c.head_dim, c.rope_base);
-        let rope_local = if c.sliding_window_tokens.is_some() {
-            RopeTable::new(batch.positions, c.head_dim, c.rope_local_base)
-        } else {
-            RopeTable::new(&[], c.head_dim, c.rope_base)
-        };
-        let mut seq_end = vec![0usize; batch.seqs.len()];
-        for (&s, &p) in batch.seq_of_token.iter().zip(batch.positions) {
-            if let Some(e) = seq_end.get_mut(s) {
-                *e = (*e).max(p + 1);
-            }
-        }
-        let ctx = StepContext {
-            pool,
-            cfg: c,
-            place: TokenPlacement {
-                seq_of_token: batch.seq_of_token,
-                positions: batch.positions,
-                seqs: batch.seqs,
-                seq_end: &seq_end,
-            },
-            rope_global: &rope_global,
-            rope_local: &rope_local,
-        };
-        for (l, layer) in self.layers.iter().enumerate() {
-            match c.arch {
-                Arch::Llama | Arch::Qwen2 => llama::layer(&ctx, kv, l, layer, scratch),
-                Arch::Gemma3 => gemma3::layer(&ctx, kv, l, layer, scratch),
-            }
-        }
-        Ok(())
-    }
+    });
 }
 
 /// Projects `x` (`n` rows) through `w` into `out`, adding `bias` when present.

@@ -570,7 +570,11 @@ fn cancel_by_id_ends_queued_and_running_requests() {
     assert_eq!(collect(&rxb).1, Event::Failed(GenerationError::Cancelled));
     assert_eq!(collect(&rxc), solo(prompt(23, 6), 3));
     assert_eq!(s.engine.sequence_count(), 0);
-    assert_eq!(s.stats.cancelled.load(Relaxed), 2, "counted as cancelled, not failed");
+    assert_eq!(
+        s.stats.cancelled.load(Relaxed),
+        2,
+        "counted as cancelled, not failed"
+    );
     assert_eq!(s.stats.failed.load(Relaxed), 0);
 }
 

@@ -1,6 +1,6 @@
 //! Tokenizers from a Hugging Face directory (`tokenizer.json` + `tokenizer_config.json`),
 //! wrapped around the `tokenizers` crate, plus what it does not tell us directly: each token's
-//! raw bytes, the BOS/EOS tokens and the chat template.
+//! raw bytes, the BOS/EOS tokens, the special tokens put around one input and the chat template.
 
 use std::path::Path;
 
@@ -22,6 +22,8 @@ pub(crate) struct HfTokenizer {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    /// The special tokens the post-processor puts before and after one input.
+    pub single_affixes: Option<(Vec<u32>, Vec<u32>)>,
     pub strip_leading_space: bool,
     pub chat_template: Option<String>,
 }
@@ -96,6 +98,61 @@ fn config_template(config: &Json) -> Option<String> {
     }
 }
 
+/// The ids a post-processor puts before and after a single input: TemplateProcessing's
+/// `single` template (`[CLS] $A [SEP]`, `<bos> $A <eos>`), Bert/RobertaProcessing's cls and
+/// sep, the first of those in a Sequence. None when it adds no special tokens or names one
+/// the vocabulary lacks.
+fn single_affixes(
+    node: &Json,
+    token_id: &dyn Fn(&str) -> Option<u32>,
+) -> Option<(Vec<u32>, Vec<u32>)> {
+    let pair_id = |key: &str| -> Option<u32> {
+        let pair = node.get(key)?.as_array()?;
+        let id = pair.get(1)?.as_u64()?;
+        u32::try_from(id).ok()
+    };
+    let affixes = match node.get("type")?.as_str()? {
+        "TemplateProcessing" => {
+            let specials = node.get("special_tokens");
+            let (mut before, mut after) = (Vec::new(), Vec::new());
+            let mut seen_sequence = false;
+            for piece in node.get("single")?.as_array()? {
+                if piece.get("Sequence").is_some() {
+                    seen_sequence = true;
+                    continue;
+                }
+                let name = piece.get("SpecialToken")?.get("id")?.as_str()?;
+                let ids: Vec<u32> = match specials.and_then(|s| s.get(name)) {
+                    Some(t) => t
+                        .get("ids")?
+                        .as_array()?
+                        .iter()
+                        .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
+                        .collect::<Option<_>>()?,
+                    None => vec![token_id(name)?],
+                };
+                if seen_sequence {
+                    &mut after
+                } else {
+                    &mut before
+                }
+                .extend(ids);
+            }
+            (before, after)
+        }
+        "BertProcessing" | "RobertaProcessing" => (vec![pair_id("cls")?], vec![pair_id("sep")?]),
+        "Sequence" => {
+            return node
+                .get("processors")?
+                .as_array()?
+                .iter()
+                .find_map(|p| single_affixes(p, token_id));
+        }
+        _ => return None,
+    };
+    (!affixes.0.is_empty() || !affixes.1.is_empty()).then_some(affixes)
+}
+
 /// Turns a `<0xXX>` byte-fallback token into its byte.
 fn fallback_byte(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
@@ -110,7 +167,13 @@ impl HfTokenizer {
         let raw = read(tokenizer_json)?;
         let json: Json = serde_json::from_slice(&raw)
             .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", tokenizer_json.display())))?;
-        let parsing = tokenizers::Tokenizer::from_bytes(&raw)
+        let mut parsing = tokenizers::Tokenizer::from_bytes(&raw)
+            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", tokenizer_json.display())))?;
+        // Some files (all-MiniLM-L6-v2's) pad and truncate every encoding to 128 tokens: the
+        // callers decide lengths, and ids are never padding.
+        parsing.with_padding(None);
+        parsing
+            .with_truncation(None)
             .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", tokenizer_json.display())))?;
         let mut literal = parsing.clone();
         literal.set_encode_special_tokens(true);
@@ -161,7 +224,11 @@ impl HfTokenizer {
             .and_then(Json::as_bool)
             .unwrap_or(false)
             && bos.is_some();
+        let single_affixes = json
+            .get("post_processor")
+            .and_then(|p| single_affixes(p, &|t| parsing.token_to_id(t)));
         Ok(HfTokenizer {
+            single_affixes,
             strip_leading_space: strips_leading_space(&decoder),
             chat_template: config_template(&config),
             parsing,
@@ -209,6 +276,35 @@ mod tests {
         assert_eq!(config_template(&cfg).as_deref(), Some("D"));
         assert_eq!(fallback_byte("<0x0A>"), Some(b'\n'));
         assert_eq!(fallback_byte("<0x0A"), None);
+    }
+
+    #[test]
+    fn reads_the_special_tokens_around_one_input() {
+        let vocab = |t: &str| {
+            ["[CLS]", "[SEP]"]
+                .iter()
+                .position(|v| *v == t)
+                .map(|i| i as u32 + 101)
+        };
+        let bert: Json = serde_json::json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [101]}, "[SEP]": {"id": "[SEP]", "ids": [102]}}});
+        assert_eq!(single_affixes(&bert, &vocab), Some((vec![101], vec![102])));
+        let old: Json = serde_json::json!({"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101]});
+        assert_eq!(single_affixes(&old, &vocab), Some((vec![101], vec![102])));
+        let seq: Json = serde_json::json!({"type": "Sequence", "processors": [
+            {"type": "ByteLevel"},
+            {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "[CLS]"}}, {"Sequence": {"id": "A"}}]}]});
+        assert_eq!(single_affixes(&seq, &vocab), Some((vec![101], vec![])));
+        assert_eq!(
+            single_affixes(&serde_json::json!({"type": "ByteLevel"}), &vocab),
+            None
+        );
+        let unknown: Json = serde_json::json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}]});
+        assert_eq!(single_affixes(&unknown, &vocab), None);
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub struct Tokenizer {
     add_bos: bool,
     eos: Option<u32>,
     eos_ids: Vec<u32>,
+    single_affixes: Option<(Vec<u32>, Vec<u32>)>,
     chat_template: Option<String>,
 }
 
@@ -162,6 +163,7 @@ impl Tokenizer {
             add_bos: vocab.add_bos,
             eos: vocab.eos,
             eos_ids: vocab.end_of_generation.clone(),
+            single_affixes: None,
             chat_template,
             backend: Backend::Gguf(Box::new(GgufBackend {
                 vocab,
@@ -190,6 +192,7 @@ impl Tokenizer {
             add_bos: hf.add_bos,
             eos: hf.eos,
             eos_ids,
+            single_affixes: hf.single_affixes.clone(),
             chat_template: hf.chat_template.clone(),
             backend: Backend::HuggingFace(Box::new(hf)),
         })
@@ -304,6 +307,15 @@ impl Tokenizer {
     /// The model's own end-of-sequence token (what templates call `eos_token`), if any.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// The special tokens `tokenizer.json`'s post-processor puts before and after one input
+    /// (`[CLS]` … `[SEP]` for BERT, `<bos>` … `<eos>` for EmbeddingGemma); None for GGUF
+    /// vocabularies and tokenizers whose post-processor adds none.
+    pub fn single_input_affixes(&self) -> Option<(&[u32], &[u32])> {
+        self.single_affixes
+            .as_ref()
+            .map(|(a, b)| (a.as_slice(), b.as_slice()))
     }
 
     /// Every id that ends a generation: EOS plus end-of-turn tokens (`<|im_end|>`, `<end_of_turn>`, ...).

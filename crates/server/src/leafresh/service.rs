@@ -248,7 +248,12 @@ pub async fn free_text(
         KeywordVerdict::OnTopic(TopicHit::Category(_)) => semantic_on.unwrap_or(true),
         _ => semantic_on.unwrap_or(false),
     };
-    if !on_topic {
+    // A message about the session's category ("원래 카테고리로", "다른거") is on topic too.
+    let asks_category = !matches!(
+        super::topic::category_intent(&req.message),
+        CategoryIntent::Keep
+    );
+    if !on_topic && !asks_category {
         return Ok(Prepared::OffTopic);
     }
     let current = session
