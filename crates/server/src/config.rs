@@ -90,7 +90,7 @@ impl Default for ServerConfig {
             api_key: None,
             cors_allow_origins: Vec::new(),
             body_limit_bytes: 4 << 20,
-            max_concurrent: 8,
+            max_concurrent: 16,
             max_queue: 64,
             request_timeout_ms: 600_000,
             default_max_tokens: 2048,
