@@ -22,7 +22,7 @@ pub mod retriever;
 mod toy_embedder;
 
 pub use catalog::{Catalog, CatalogError, CatalogFormat, Item, TagFilter, TagValue, Translation};
-pub use dense::{DenseError, Embedder, ExactIndex};
+pub use dense::{AnnIndex, DenseError, DenseIndex, Embedder, ExactIndex};
 pub use embed::EngineEmbedder;
 pub use eval::{evaluate, EvalQuery, EvalReport};
 pub use fusion::rrf;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, TagFilter};
-use crate::dense::{DenseError, Embedder, ExactIndex};
+use crate::dense::{DenseError, DenseIndex, Embedder};
 use crate::fusion::{rrf, RRF_K};
 use crate::lexical::{LexicalError, LexicalIndex};
 
@@ -56,7 +56,7 @@ pub struct Hit {
 }
 
 struct DenseSide {
-    index: ExactIndex,
+    index: DenseIndex,
     embedder: Arc<dyn Embedder>,
 }
 
@@ -85,12 +85,14 @@ impl Retriever {
         })
     }
 
-    /// Adds dense retrieval: `index` must hold one vector per item, of `embedder`'s dimension.
+    /// Adds dense retrieval: `index` (an [`crate::ExactIndex`], an [`crate::dense::AnnIndex`]
+    /// or either as a [`DenseIndex`]) must hold one vector per item, of `embedder`'s dimension.
     pub fn with_dense(
         mut self,
-        index: ExactIndex,
+        index: impl Into<DenseIndex>,
         embedder: Arc<dyn Embedder>,
     ) -> Result<Retriever, RetrieveError> {
+        let index = index.into();
         let checks = [
             ("items", self.catalog.len(), index.len()),
             ("dimensions", embedder.dim(), index.dim()),
@@ -118,7 +120,7 @@ impl Retriever {
         let lexical = LexicalIndex::open_or_build(&dir.join("lexical"), &catalog)?;
         let dense = match &embedder {
             Some(embedder) => {
-                Some(ExactIndex::open_or_build(&dir.join("dense"), &catalog, embedder.as_ref())?.0)
+                Some(DenseIndex::open_or_build(&dir.join("dense"), &catalog, embedder.as_ref())?.0)
             }
             None => None,
         };
@@ -207,6 +209,7 @@ impl Retriever {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dense::ExactIndex;
     use crate::toy_embedder::TrigramEmbedder;
 
     fn eco_retriever(dense: bool) -> Retriever {

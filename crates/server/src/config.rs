@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn toml_overrides_defaults_and_refuses_unknown_keys() {
         let c: ServerConfig = toml::from_str("port = 8080\nmax_queue = 3").unwrap();
-        assert_eq!((c.port, c.max_queue, c.max_concurrent), (8080, 3, 8));
+        assert_eq!((c.port, c.max_queue, c.max_concurrent), (8080, 3, 16));
         let e = toml::from_str::<ServerConfig>("prot = 1")
             .unwrap_err()
             .to_string();

@@ -80,13 +80,14 @@ pub(crate) unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
             i += 32;
         }
         while i + 8 <= len {
-            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
             i += 8;
         }
-        let sum = _mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[1]),
-            _mm256_add_ps(acc[2], acc[3]),
-        );
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         // Horizontal sum: 8 → 4 → 2 → 1.
         let quad = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
         let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
@@ -130,7 +131,9 @@ mod tests {
     }
 
     fn lengths() -> impl Iterator<Item = usize> {
-        (0..=70).chain([95, 96, 97, 127, 128, 129, 255, 256, 257, 383, 384, 767, 768, 769, 1023])
+        (0..=70).chain([
+            95, 96, 97, 127, 128, 129, 255, 256, 257, 383, 384, 767, 768, 769, 1023,
+        ])
     }
 
     #[test]
@@ -157,10 +160,17 @@ mod tests {
     #[test]
     fn kernels_agree_with_the_reference_on_unnormalized_values() {
         for len in lengths() {
-            let a: Vec<f32> = values(7 * len as u64, len).iter().map(|x| x * 9.0).collect();
+            let a: Vec<f32> = values(7 * len as u64, len)
+                .iter()
+                .map(|x| x * 9.0)
+                .collect();
             let b = values(7 * len as u64 + 1, len);
             let expected = dot_reference(&a, &b);
-            let scale: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+            let scale: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                .sum();
             let tolerance = 1e-5 * scale.max(1.0);
             for got in [dot(&a, &b), dot_lanes(&a, &b)] {
                 assert!(

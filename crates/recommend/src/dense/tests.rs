@@ -182,3 +182,40 @@ fn an_embedder_returning_too_few_vectors_is_an_error() {
         "embedder short: returned 31 vectors for 32 documents"
     );
 }
+
+#[test]
+fn dense_index_is_exact_below_the_threshold_and_forwards_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::eco();
+    assert!(catalog.len() < ANN_MIN_ITEMS);
+    let embedder = TrigramEmbedder::new(64);
+    let (index, built) = DenseIndex::open_or_build(dir.path(), &catalog, &embedder).unwrap();
+    assert!(built);
+    let DenseIndex::Exact(exact) = &index else {
+        panic!("a small catalog is searched exactly");
+    };
+    assert!(!DenseKey::new(&catalog, &embedder)
+        .graph_file_in(dir.path())
+        .exists());
+    let query = embedder.embed_query("텀블러").unwrap();
+    assert_eq!(
+        index.search(&query, 5, None).unwrap(),
+        exact.search(&query, 5, None).unwrap()
+    );
+    assert_eq!((index.len(), index.dim()), (catalog.len(), 64));
+
+    let small = toy_index();
+    let ann = DenseIndex::from(AnnIndex::build(&small));
+    assert_eq!(
+        ann.search(&[10.0, 1.0], 10, None).unwrap(),
+        small.search(&[10.0, 1.0], 10, None).unwrap()
+    );
+}
+
+#[test]
+fn indexes_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<ExactIndex>();
+    shared::<AnnIndex>();
+    shared::<DenseIndex>();
+}

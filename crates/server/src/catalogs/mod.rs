@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sprout_recommend::{
-    Catalog, CatalogError, Embedder, ExactIndex, LexicalIndex, RetrieveError, Retriever,
+    Catalog, CatalogError, DenseIndex, Embedder, LexicalIndex, RetrieveError, Retriever,
 };
 
 use crate::config::CatalogSource;
@@ -265,7 +265,7 @@ pub fn open_retriever(
     let Some(embedder) = embedder else {
         return Ok((retriever, built));
     };
-    let (dense, _) = ExactIndex::open_or_build(
+    let (dense, _) = DenseIndex::open_or_build(
         &index_dir.join("dense"),
         retriever.catalog(),
         embedder.as_ref(),
