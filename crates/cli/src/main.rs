@@ -5,6 +5,7 @@ mod bench_engine;
 mod bench_serve;
 mod bench_structured;
 mod catalog;
+mod eval;
 mod generate;
 mod model_arg;
 mod perplexity;
@@ -48,6 +49,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Manage the catalogs sprout recommends from: ingest, list, show, search.
     Catalog(catalog::CatalogArgs),
+    /// Score a running server on a case file (the Leafresh API).
+    Eval(eval::EvalArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -162,6 +165,7 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Command::Serve(a) => serve::run(*a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench {
             what: BenchCommand::Serve(a),
         } => bench_serve::run(a),

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bench;
 pub mod catalogs;
 pub mod config;
+pub mod eval;
 pub mod leafresh;
 pub mod metrics;
 pub mod openai;

@@ -1,0 +1,206 @@
+//! `sprout eval leafresh`: runs a case file against a Leafresh server and scores every answer —
+//! contract validity, groundedness (every title exists in the served `eco` catalog), category hit,
+//! off-topic hit — with latency, then a summary. Cases are JSON lines: free text
+//! `{"message", "lang"?, "category": CODE | null}` (null: off-topic expected) or base-info
+//! `{"location", "workType", "category"}` (`"kind": "base-info"`).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+/// One case and what became of it.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub request: Value,
+    pub lang: String,
+    pub expected_category: Option<String>,
+    pub status: u16,
+    pub valid: bool,
+    pub grounded: bool,
+    pub off_topic_answer: bool,
+    pub category_hit: Option<bool>,
+    pub latency_s: f64,
+    pub answer: Value,
+    pub problem: Option<String>,
+}
+
+/// What a whole run came to.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub cases: usize,
+    pub valid: usize,
+    pub grounded: usize,
+    pub on_topic_cases: usize,
+    pub category_hits: usize,
+    pub off_topic_cases: usize,
+    pub off_topic_caught: usize,
+    pub false_off_topic: usize,
+    pub latency_p50_s: f64,
+    pub latency_p90_s: f64,
+}
+
+/// Parses a case file.
+pub fn parse_cases(text: &str) -> anyhow::Result<Vec<Value>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+fn check(
+    body: &Value,
+    titles: &BTreeSet<String>,
+    expected: Option<&str>,
+) -> (bool, bool, bool, Option<bool>, Option<String>) {
+    let data = &body["data"];
+    let envelope = body["status"] == 200 && body["message"].is_string();
+    if data["challenges"].is_null() {
+        let off = data["recommend"]
+            .as_str()
+            .is_some_and(|r| r.contains("Leafresh"));
+        return (
+            envelope && off,
+            true,
+            off,
+            None,
+            (!off).then(|| "no challenges".into()),
+        );
+    }
+    let Some(ch) = data["challenges"].as_array() else {
+        return (
+            false,
+            false,
+            false,
+            None,
+            Some("challenges is not a list".into()),
+        );
+    };
+    let names: Vec<&str> = ch.iter().filter_map(|c| c["title"].as_str()).collect();
+    let distinct: BTreeSet<&str> = names.iter().copied().collect();
+    let sentence_ok = data["recommend"]
+        .as_str()
+        .is_some_and(|r| r.ends_with("니다."));
+    let valid = envelope && ch.len() == 3 && distinct.len() == 3 && sentence_ok;
+    let grounded = names.len() == 3 && names.iter().all(|t| titles.contains(*t));
+    let hit = expected.map(|e| ch.iter().all(|c| c["category"] == e));
+    let problem = if !valid {
+        Some("not three distinct challenges with a sentence ending in 니다.".into())
+    } else if !grounded {
+        Some("a title outside the catalog".into())
+    } else {
+        None
+    };
+    (valid, grounded, false, hit, problem)
+}
+
+/// Runs every case one at a time against `url` (sprout's base URL).
+pub async fn run(
+    url: &str,
+    api_key: Option<&str>,
+    cases: &[Value],
+) -> anyhow::Result<Vec<CaseResult>> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?;
+    let mut items = http.get(format!("{url}/v1/catalogs/eco/items?limit=1000"));
+    if let Some(k) = api_key {
+        items = items.bearer_auth(k);
+    }
+    let items: Value = items.send().await?.error_for_status()?.json().await?;
+    let titles: BTreeSet<String> = items["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["title"].as_str().map(str::to_string))
+        .collect();
+    let mut out = Vec::with_capacity(cases.len());
+    for case in cases {
+        let base = case.get("kind").and_then(Value::as_str) == Some("base-info")
+            || case.get("location").is_some();
+        let (path, request) = if base {
+            (
+                "base-info",
+                json!({"sessionId": case.get("sessionId"), "location": case["location"], "workType": case["workType"], "category": case["category"]}),
+            )
+        } else {
+            (
+                "free-text",
+                json!({"sessionId": case.get("sessionId"), "message": case["message"]}),
+            )
+        };
+        let expected = if base {
+            None
+        } else {
+            case["category"].as_str().map(str::to_string)
+        };
+        let t = Instant::now();
+        let r = http
+            .post(format!("{url}/ai/chatbot/recommendation/{path}"))
+            .json(&request)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let latency_s = t.elapsed().as_secs_f64();
+        let (valid, grounded, off, hit, problem) = check(&body, &titles, expected.as_deref());
+        out.push(CaseResult {
+            lang: case["lang"].as_str().unwrap_or("").to_string(),
+            expected_category: expected,
+            request,
+            status,
+            valid: valid && status == 200,
+            grounded,
+            off_topic_answer: off,
+            category_hit: hit,
+            latency_s,
+            answer: body["data"].clone(),
+            problem,
+        });
+        let last = out.last_mut().expect("just pushed");
+        // An off-topic case is answered right by the fallback; an on-topic one by challenges.
+        let off_expected = !base && case["category"].is_null();
+        if off_expected != last.off_topic_answer {
+            last.problem.get_or_insert_with(|| {
+                if off_expected {
+                    "expected the off-topic answer".into()
+                } else {
+                    "answered off-topic".into()
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sums the results up.
+pub fn summarize(results: &[CaseResult], cases: &[Value]) -> Summary {
+    let mut s = Summary {
+        cases: results.len(),
+        ..Default::default()
+    };
+    for (r, c) in results.iter().zip(cases) {
+        s.valid += usize::from(r.valid);
+        s.grounded += usize::from(r.grounded);
+        let free = c.get("message").is_some();
+        if free && c["category"].is_null() {
+            s.off_topic_cases += 1;
+            s.off_topic_caught += usize::from(r.off_topic_answer);
+        } else if free {
+            s.on_topic_cases += 1;
+            s.category_hits += usize::from(r.category_hit == Some(true));
+            s.false_off_topic += usize::from(r.off_topic_answer);
+        }
+    }
+    let mut lat: Vec<f64> = results.iter().map(|r| r.latency_s).collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    s.latency_p50_s = pct(0.5);
+    s.latency_p90_s = pct(0.9);
+    s
+}
