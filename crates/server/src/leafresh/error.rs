@@ -13,6 +13,8 @@ pub enum Field {
     WorkType,
     Category,
     Message,
+    /// sprout's extension: the answer's language.
+    Lang,
 }
 
 impl Field {
@@ -24,6 +26,7 @@ impl Field {
             Field::WorkType => "workType",
             Field::Category => "category",
             Field::Message => "message",
+            Field::Lang => "lang",
         }
     }
 }

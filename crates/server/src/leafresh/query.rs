@@ -24,6 +24,7 @@ pub struct QueryFields {
     pub work_type: Option<String>,
     pub category: Option<String>,
     pub message: Option<String>,
+    pub lang: Option<String>,
 }
 
 impl QueryFields {
@@ -34,6 +35,7 @@ impl QueryFields {
             Field::WorkType => &mut self.work_type,
             Field::Category => &mut self.category,
             Field::Message => &mut self.message,
+            Field::Lang => &mut self.lang,
         }
     }
 }
@@ -72,6 +74,7 @@ fn field_named(key: &str) -> Option<Field> {
         Field::WorkType,
         Field::Category,
         Field::Message,
+        Field::Lang,
     ]
     .into_iter()
     .find(|f| f.name() == key)
@@ -209,6 +212,7 @@ mod tests {
                 work_type: Some("office".into()),
                 category: Some("비건".into()),
                 message: None,
+                lang: None,
             }
         );
         let q = parse_query("message=&sessionId").unwrap();

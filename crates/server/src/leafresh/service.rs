@@ -18,7 +18,7 @@ use super::constants::Category;
 use super::error::LeafreshError;
 use super::recommendation::{Challenge, Piece, Recommendation};
 use super::topic::{keyword_verdict, next_category, CategoryIntent, KeywordVerdict, TopicHit};
-use super::validate::{BaseInfoRequest, FreeTextRequest};
+use super::validate::{BaseInfoRequest, FreeTextRequest, Lang};
 use crate::pipeline::{self, GenerationHandle, GenerationJob, Output, PipelineError, PromptInput};
 use crate::sessions::{Role, Session, SessionId, SessionStore, Turn};
 use crate::state::AppState;
@@ -77,6 +77,7 @@ pub struct Answering {
     stream: AnswerStream,
     sentence: String,
     picks: Vec<String>,
+    lang: Lang,
 }
 
 /// What the session learns from this turn.
@@ -176,9 +177,81 @@ impl Leafresh {
     }
 }
 
+/// An item's title and description in `lang` (the catalog's translation, else the original).
+fn localized(item: &Item, lang: Lang) -> (String, String) {
+    let (t, d) = item.localized(lang.code());
+    (t.to_string(), d.unwrap_or("").to_string())
+}
+
+fn location_zh(l: super::constants::Location) -> &'static str {
+    match l.value() {
+        "city" => "城市",
+        "beach" => "海边",
+        "mountain" => "山区",
+        _ => "农村",
+    }
+}
+
+fn work_zh(w: super::constants::WorkType) -> &'static str {
+    match w.value() {
+        "office" => "办公室职员",
+        "field" => "现场工作",
+        "sales" => "销售",
+        _ => "居家办公",
+    }
+}
+
+/// A category's name in `lang`.
+fn label_in(category: Category, lang: Lang) -> &'static str {
+    let (en, zh) = match category {
+        Category::ZeroWaste => ("zero-waste", "零浪费"),
+        Category::Plogging => ("plogging", "捡跑"),
+        Category::CarbonFootprint => ("carbon-footprint", "碳足迹"),
+        Category::EnergySaving => ("energy-saving", "节能"),
+        Category::Upcycling => ("upcycling", "升级再造"),
+        Category::Media => ("culture-sharing", "文化分享"),
+        Category::DigitalCarbon => ("digital-carbon", "数字减碳"),
+        Category::Vegan => ("vegan", "纯素"),
+    };
+    match lang {
+        Lang::Ko => category.label(),
+        Lang::En => en,
+        Lang::Zh => zh,
+    }
+}
+
 /// The sentences the model chooses among: written for the request, always well-formed.
-fn sentences(category: Category, base: Option<(&str, &str)>) -> Vec<String> {
-    let label = category.label();
+/// `base` is (location, work type) in `lang`'s words.
+fn sentences(category: Category, base: Option<(&str, &str)>, lang: Lang) -> Vec<String> {
+    let label = label_in(category, lang);
+    match lang {
+        Lang::Ko => {}
+        Lang::En => {
+            let mut s = vec![
+                format!("Here are {label} challenges to help you get started."),
+                format!("Here are easy {label} challenges for everyday life."),
+                format!("Here are {label} challenges that fit your request."),
+            ];
+            if let Some((loc, work)) = base {
+                s.insert(
+                    0,
+                    format!("Here are {label} challenges for {work} workers in a {loc} area."),
+                );
+            }
+            return s;
+        }
+        Lang::Zh => {
+            let mut s = vec![
+                format!("为您推荐以下{label}挑战。"),
+                format!("为您推荐日常生活中容易开始的{label}挑战。"),
+                format!("为您推荐符合您需求的{label}挑战。"),
+            ];
+            if let Some((loc, work)) = base {
+                s.insert(0, format!("为{loc}地区的{work}人士推荐以下{label}挑战。"));
+            }
+            return s;
+        }
+    }
     let mut s = vec![
         format!("{label} 실천에 도움이 되는 챌린지를 추천합니다."),
         format!("일상에서 쉽게 시작할 수 있는 {label} 챌린지를 추천합니다."),
@@ -288,10 +361,11 @@ pub async fn free_text(
         st,
         candidates,
         category,
-        sentences(category, None),
+        sentences(category, None, req.lang),
         &history,
         &req.message,
         id.map(|i| (i, update)),
+        req.lang,
     )
     .await
 }
@@ -309,6 +383,17 @@ pub async fn base_info(
         req.work_type.label().to_string(),
     );
     let category = req.category;
+    let (loc_in, work_in) = match req.lang {
+        Lang::Ko => (loc.clone(), work.clone()),
+        Lang::En => (
+            req.location.value().to_string(),
+            req.work_type.value().to_string(),
+        ),
+        Lang::Zh => (
+            location_zh(req.location).to_string(),
+            work_zh(req.work_type).to_string(),
+        ),
+    };
     let query = format!("{loc} {work} {}", category.label());
     let candidates = lf.candidates(&query, category, Some((&loc, &work)));
     let history = session.map(|s| s.history).unwrap_or_default();
@@ -321,10 +406,11 @@ pub async fn base_info(
         st,
         candidates,
         category,
-        sentences(category, Some((&loc, &work))),
+        sentences(category, Some((&loc_in, &work_in)), req.lang),
         &history,
         &message,
         id.map(|i| (i, update)),
+        req.lang,
     )
     .await
 }
@@ -337,6 +423,7 @@ async fn start(
     history: &[Turn],
     message: &str,
     session: Option<(SessionId, SessionUpdate)>,
+    lang: Lang,
 ) -> Result<Prepared, LeafreshError> {
     let titles: Vec<String> = candidates.iter().map(|c| c.title.clone()).collect();
     let lark = answer_grammar(&sentences, &titles).map_err(|e| LeafreshError::ModelFailed {
@@ -378,6 +465,7 @@ async fn start(
         stream: AnswerStream::new(),
         sentence: String::new(),
         picks: Vec::new(),
+        lang,
     })))
 }
 
@@ -396,16 +484,16 @@ impl Answering {
                         }
                         AnswerPiece::SentenceDone => {}
                         AnswerPiece::Pick(n, title) => {
-                            let description = self
+                            let (shown, description) = self
                                 .candidates
                                 .iter()
                                 .find(|c| c.title == title)
-                                .and_then(|c| c.description.clone())
+                                .map(|c| localized(c, self.lang))
                                 .unwrap_or_default();
-                            self.picks.push(title.clone());
+                            self.picks.push(title);
                             out.push(Piece::Title {
                                 index: n,
-                                text: title,
+                                text: shown,
                             });
                             out.push(Piece::Description {
                                 index: n,
@@ -433,8 +521,8 @@ impl Answering {
             .iter()
             .filter_map(|t| self.candidates.iter().find(|c| &c.title == t))
             .map(|c| Challenge {
-                title: c.title.clone(),
-                description: c.description.clone().unwrap_or_default(),
+                title: localized(c, self.lang).0,
+                description: localized(c, self.lang).1,
                 category: c
                     .tags
                     .get("category")

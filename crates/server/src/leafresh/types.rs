@@ -20,6 +20,9 @@ pub struct RawBaseInfo {
     pub work_type: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
+    /// sprout's extension: `ko` (default), `en` or `zh`.
+    #[serde(default)]
+    pub lang: Option<String>,
 }
 
 /// `POST /ai/chatbot/recommendation/free-text` (and its GET query). Older clients still send
@@ -35,6 +38,9 @@ pub struct RawFreeText {
     pub location: Option<IgnoredAny>,
     #[serde(rename = "workType", default)]
     pub work_type: Option<IgnoredAny>,
+    /// sprout's extension: `ko` (default), `en` or `zh`.
+    #[serde(default)]
+    pub lang: Option<String>,
 }
 
 impl From<QueryFields> for RawBaseInfo {
@@ -44,6 +50,7 @@ impl From<QueryFields> for RawBaseInfo {
             location: q.location,
             work_type: q.work_type,
             category: q.category,
+            lang: q.lang,
         }
     }
 }
@@ -55,6 +62,7 @@ impl From<QueryFields> for RawFreeText {
             message: q.message,
             location: None,
             work_type: None,
+            lang: q.lang,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct BaseInfoRequest {
     pub location: Location,
     pub work_type: WorkType,
     pub category: Category,
+    /// The answer's language.
+    pub lang: Lang,
 }
 
 /// A free-text request with a usable message.
@@ -35,6 +37,38 @@ pub struct FreeTextRequest {
     pub session_id: Option<String>,
     /// Trimmed, control characters removed, between the two limits in characters.
     pub message: String,
+    /// The answer's language.
+    pub lang: Lang,
+}
+
+/// The language an answer is written in (sprout's `lang` extension; the catalog's translations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    Ko,
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// The code used by catalog translations.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ko => "ko",
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    }
+}
+
+/// `lang`: absent or blank is Korean; otherwise ko, en or zh, else 400 naming `lang`.
+fn lang(raw: Option<&str>) -> Result<Lang, LeafreshError> {
+    match present(raw).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("ko") => Ok(Lang::Ko),
+        Some("en") => Ok(Lang::En),
+        Some("zh") => Ok(Lang::Zh),
+        Some(_) => Err(LeafreshError::InvalidChoice(vec![Field::Lang])),
+    }
 }
 
 impl BaseInfoRequest {
@@ -127,6 +161,7 @@ pub fn validate_base_info(raw: RawBaseInfo) -> Result<BaseInfoRequest, LeafreshE
         location,
         work_type,
         category,
+        lang: lang(raw.lang.as_deref())?,
     })
 }
 
@@ -162,6 +197,7 @@ pub fn validate_free_text(raw: RawFreeText) -> Result<FreeTextRequest, LeafreshE
     Ok(FreeTextRequest {
         session_id: session_id(raw.session_id.as_deref())?,
         message: message.to_string(),
+        lang: lang(raw.lang.as_deref())?,
     })
 }
 

@@ -22,6 +22,7 @@ fn good_base_info_from_korean_and_english_values() {
         location: Location::City,
         work_type: WorkType::Office,
         category: Category::ZeroWaste,
+        lang: Lang::Ko,
     };
     let got = base(
         r#"{"sessionId":"abc-123","location":"도시","workType":"사무직","category":"제로웨이스트"}"#,
@@ -155,7 +156,8 @@ fn free_text_messages() {
         ok,
         FreeTextRequest {
             session_id: Some("u:1".into()),
-            message: "플라스틱을 줄이고 싶어요".into()
+            message: "플라스틱을 줄이고 싶어요".into(),
+            lang: Lang::Ko,
         }
     );
     // Older clients' location/workType are ignored, whatever their type.
@@ -244,6 +246,7 @@ fn queries_decode_once_or_twice() {
         location: Location::Beach,
         work_type: WorkType::Remote,
         category: Category::Upcycling,
+        lang: Lang::Ko,
     };
     assert_eq!(BaseInfoRequest::from_query(Some(once)).unwrap(), want);
     assert_eq!(BaseInfoRequest::from_query(Some(&twice)).unwrap(), want);
@@ -296,4 +299,22 @@ fn query_errors_match_json_errors() {
         status_message(&e),
         (400, "message의 퍼센트 인코딩이 잘못되었습니다.".into())
     );
+}
+
+#[test]
+fn lang_is_ko_en_or_zh() {
+    let ok = free(r#"{"message":"plastic bags at the shop","lang":"EN"}"#).unwrap();
+    assert_eq!(ok.lang, Lang::En);
+    let ok = free(r#"{"message":"환경 챌린지 추천","lang":" "}"#).unwrap();
+    assert_eq!(ok.lang, Lang::Ko);
+    let e = free(r#"{"message":"환경 챌린지 추천","lang":"fr"}"#).unwrap_err();
+    assert_eq!(e.status().as_u16(), 400);
+    assert_eq!(
+        e.to_string(),
+        "유효하지 않은 선택 항목이 포함되어 있습니다."
+    );
+    let q =
+        BaseInfoRequest::from_query(Some("location=도시&workType=사무직&category=비건&lang=zh"))
+            .unwrap();
+    assert_eq!(q.lang, Lang::Zh);
 }
