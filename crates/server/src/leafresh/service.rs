@@ -357,17 +357,16 @@ pub async fn free_text(
         category,
         base: None,
     };
-    start(
-        st,
+    let plan = Plan {
         candidates,
         category,
-        sentences(category, None, req.lang),
-        &history,
-        &req.message,
-        id.map(|i| (i, update)),
-        req.lang,
-    )
-    .await
+        sentences: sentences(category, None, req.lang),
+        history: &history,
+        message: &req.message,
+        session: id.map(|i| (i, update)),
+        lang: req.lang,
+    };
+    start(st, plan).await
 }
 
 /// Prepares a base-info answer.
@@ -402,29 +401,39 @@ pub async fn base_info(
         base: Some((category, loc.clone(), work.clone())),
     };
     let message = format!("위치: {loc}, 직업: {work}, 카테고리: {}", category.label());
-    start(
-        st,
+    let plan = Plan {
         candidates,
         category,
-        sentences(category, Some((&loc_in, &work_in)), req.lang),
-        &history,
-        &message,
-        id.map(|i| (i, update)),
-        req.lang,
-    )
-    .await
+        sentences: sentences(category, Some((&loc_in, &work_in)), req.lang),
+        history: &history,
+        message: &message,
+        session: id.map(|i| (i, update)),
+        lang: req.lang,
+    };
+    start(st, plan).await
 }
 
-async fn start(
-    st: &AppState,
+/// What an answer is generated from.
+struct Plan<'a> {
     candidates: Vec<Item>,
     category: Category,
     sentences: Vec<String>,
-    history: &[Turn],
-    message: &str,
+    history: &'a [Turn],
+    message: &'a str,
     session: Option<(SessionId, SessionUpdate)>,
     lang: Lang,
-) -> Result<Prepared, LeafreshError> {
+}
+
+async fn start(st: &AppState, plan: Plan<'_>) -> Result<Prepared, LeafreshError> {
+    let Plan {
+        candidates,
+        category,
+        sentences,
+        history,
+        message,
+        session,
+        lang,
+    } = plan;
     let titles: Vec<String> = candidates.iter().map(|c| c.title.clone()).collect();
     let lark = answer_grammar(&sentences, &titles).map_err(|e| LeafreshError::ModelFailed {
         detail: e.to_string(),
