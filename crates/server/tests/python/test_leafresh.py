@@ -152,3 +152,24 @@ def test_session_restores_the_base_info_category(http, eco):
     check_answer(r.json()["data"], eco, "VEGAN")
     r = http.post(PATH + "/free-text", json={"sessionId": sid, "message": "원래 카테고리로 다시 추천해줘"})
     check_answer(r.json()["data"], eco, "PLOGGING")
+
+
+def metric(http, name):
+    text = http.get(BASE + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
+
+
+def test_a_disconnected_stream_cancels_its_generation(http):
+    before = metric(http, "sprout_sequences_cancelled_total")
+    url = PATH + "/free-text?" + urllib.parse.urlencode({"message": "사무실에서 종이를 덜 쓰는 방법을 자세히 알려주세요"})
+    with connect_sse(http, "GET", url) as source:
+        first = next(iter(source.iter_sse()))
+        assert first.event == "challenge"
+    # The client is gone after one fragment: the generation stops at the next step.
+    deadline = time.monotonic() + 30
+    while metric(http, "sprout_sequences_cancelled_total") <= before:
+        assert time.monotonic() < deadline, "the generation was not cancelled"
+        time.sleep(0.05)
