@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalog::Catalog;
-use crate::dense::ExactIndex;
+use crate::dense::DenseIndex;
 
 /// Neighbours that vote.
 pub const NEIGHBOURS: usize = 7;
@@ -35,7 +35,7 @@ impl Verdict {
 }
 
 /// Votes among the `NEIGHBOURS` items nearest to `query` (a unit vector) for their `tag`.
-pub fn classify(index: &ExactIndex, catalog: &Catalog, query: &[f32], tag: &str) -> Verdict {
+pub fn classify(index: &DenseIndex, catalog: &Catalog, query: &[f32], tag: &str) -> Verdict {
     let hits = index.search(query, NEIGHBOURS, None).unwrap_or_default();
     let nearest = hits.first().map_or(-1.0, |h| h.1);
     let mut votes: BTreeMap<String, f32> = BTreeMap::new();

@@ -153,10 +153,43 @@ impl Retriever {
         k: usize,
         filters: &[TagFilter],
     ) -> Result<Vec<Hit>, RetrieveError> {
+        let vector = self.embed_query(query)?;
+        self.search_embedded(query, vector.as_deref(), k, filters)
+    }
+
+    /// The dense index and its embedder, when dense retrieval takes part.
+    pub fn dense(&self) -> Option<(&DenseIndex, &Arc<dyn Embedder>)> {
+        self.dense.as_ref().map(|d| (&d.index, &d.embedder))
+    }
+
+    /// The query's vector for [`Retriever::search_embedded`] (None without dense retrieval),
+    /// so that a caller searching one query several times embeds it once.
+    pub fn embed_query(&self, query: &str) -> Result<Option<Vec<f32>>, RetrieveError> {
+        let Some(dense) = &self.dense else {
+            return Ok(None);
+        };
+        dense
+            .embedder
+            .embed_query(query)
+            .map(Some)
+            .map_err(|message| RetrieveError::QueryEmbedding {
+                embedder: dense.embedder.id(),
+                message,
+            })
+    }
+
+    /// [`Retriever::search`] with the query's vector already computed ([`Retriever::embed_query`]).
+    pub fn search_embedded(
+        &self,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        k: usize,
+        filters: &[TagFilter],
+    ) -> Result<Vec<Hit>, RetrieveError> {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let Some(dense) = &self.dense else {
+        let (Some(dense), Some(query_vector)) = (&self.dense, query_vector) else {
             let bm25 = self.lexical.search(query, k, filters)?;
             return Ok(bm25
                 .into_iter()
@@ -171,14 +204,6 @@ impl Retriever {
         };
         let depth = k.saturating_mul(4).max(FUSION_DEPTH);
         let bm25 = self.lexical.search(query, depth, filters)?;
-        let query_vector =
-            dense
-                .embedder
-                .embed_query(query)
-                .map_err(|message| RetrieveError::QueryEmbedding {
-                    embedder: dense.embedder.id(),
-                    message,
-                })?;
         let items = self.catalog.items();
         let allowed = |index: usize| items[index].matches(filters);
         let allowed: Option<&dyn Fn(usize) -> bool> = if filters.is_empty() {
@@ -186,7 +211,7 @@ impl Retriever {
         } else {
             Some(&allowed)
         };
-        let vectors = dense.index.search(&query_vector, depth, allowed)?;
+        let vectors = dense.index.search(query_vector, depth, allowed)?;
         let rank_in = |list: &[(usize, f32)], item: usize| {
             list.iter()
                 .position(|&(candidate, _)| candidate == item)

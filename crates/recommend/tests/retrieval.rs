@@ -125,6 +125,7 @@ fn semantic_category_and_topic_on_the_message_set() {
     let (index, _) =
         sprout_recommend::ExactIndex::open_or_build(dir.path(), &catalog, embedder.as_ref())
             .expect("the dense index builds");
+    let index = sprout_recommend::DenseIndex::from(index);
     use sprout_recommend::Embedder;
     let rows: Vec<serde_json::Value> = include_str!("fixtures/leafresh_messages.jsonl")
         .lines()

@@ -243,7 +243,6 @@ pub async fn start(
         .as_ref()
         .map(|e: &Arc<EmbedderServing>| e.model.clone() as _);
     let (catalog_dir, session_dir) = (data_dir.clone(), data_dir.clone());
-    let dense_for_leafresh = dense.clone();
     let catalogs =
         tokio::task::spawn_blocking(move || CatalogStore::build(&catalog_dir, &sources, dense))
             .await
@@ -258,29 +257,12 @@ pub async fn start(
         .context("session store")?
         .context("opening the session store")?,
     );
-    let leafresh = match catalogs.get("eco") {
-        None => None,
-        Some(eco) => {
-            let (retriever, store) = (eco.retriever.clone(), sessions.clone());
-            let dir = data_dir
-                .join("catalogs")
-                .join("eco")
-                .join("index")
-                .join("dense");
-            Some(Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    crate::leafresh::service::Leafresh::new(
-                        retriever,
-                        dense_for_leafresh,
-                        &dir,
-                        store,
-                    )
-                })
-                .await
-                .context("the Leafresh recommender")??,
-            ))
-        }
-    };
+    let leafresh = catalogs.get("eco").map(|eco| {
+        Arc::new(crate::leafresh::service::Leafresh::new(
+            eco.retriever.clone(),
+            sessions.clone(),
+        ))
+    });
     let state = AppState {
         admission: Admission::new(config.max_concurrent + config.max_queue),
         config: Arc::new(config),

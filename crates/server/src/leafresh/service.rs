@@ -12,7 +12,7 @@ use sprout_engine::grammar::GrammarSpec;
 use sprout_engine::sampler::SamplingParams;
 use sprout_recommend::answer::{answer_grammar, parse_answer, AnswerPiece, AnswerStream};
 use sprout_recommend::classify::{classify, Verdict, ECO_OFF_TOPIC_SIMILARITY};
-use sprout_recommend::{Catalog, Embedder, ExactIndex, Item, Retriever, TagFilter};
+use sprout_recommend::{Catalog, Item, Retriever, TagFilter};
 
 use super::constants::Category;
 use super::error::LeafreshError;
@@ -56,8 +56,6 @@ const SYSTEM: &str = "당신은 친환경 챌린지를 추천하는 Leafresh 챗
 pub struct Leafresh {
     catalog: Catalog,
     retriever: Arc<Retriever>,
-    /// The eco catalog's vectors, for the semantic topic and category check.
-    dense: Option<(ExactIndex, Arc<dyn Embedder>)>,
     sessions: Arc<dyn SessionStore>,
 }
 
@@ -106,38 +104,36 @@ fn pipeline_error(e: PipelineError) -> LeafreshError {
 }
 
 impl Leafresh {
-    /// The recommender over the served `eco` catalog, with the embedder's vectors when there
-    /// is one (loaded from the catalog's dense index on disk, built if missing).
-    pub fn new(
-        retriever: Arc<Retriever>,
-        embedder: Option<Arc<dyn Embedder>>,
-        index_dir: &std::path::Path,
-        sessions: Arc<dyn SessionStore>,
-    ) -> anyhow::Result<Self> {
-        let catalog = retriever.catalog().clone();
-        let dense = match embedder {
-            Some(e) => {
-                let (index, _) = ExactIndex::open_or_build(index_dir, &catalog, e.as_ref())?;
-                Some((index, e))
-            }
-            None => None,
-        };
-        Ok(Self {
-            catalog,
+    /// The recommender over the served `eco` catalog; its dense index (when the server has an
+    /// embedder) also serves the semantic topic and category check.
+    pub fn new(retriever: Arc<Retriever>, sessions: Arc<dyn SessionStore>) -> Self {
+        Self {
+            catalog: retriever.catalog().clone(),
             retriever,
-            dense,
             sessions,
-        })
+        }
     }
 
-    fn semantic(&self, message: &str) -> Option<Verdict> {
-        let (index, embedder) = self.dense.as_ref()?;
-        let v = embedder.embed_query(message).ok()?;
-        Some(classify(index, &self.catalog, &v, "category"))
+    /// The message's vector (once per request: the check and every search reuse it) and the
+    /// neighbours' verdict on it. Blocking: runs the embedder.
+    fn understand(&self, message: &str) -> (Option<Vec<f32>>, Option<Verdict>) {
+        let vector = self.retriever.embed_query(message).ok().flatten();
+        let verdict = match (&vector, self.retriever.dense()) {
+            (Some(v), Some((index, _))) => Some(classify(index, &self.catalog, v, "category")),
+            _ => None,
+        };
+        (vector, verdict)
     }
 
-    /// Candidates of `category` for `query`, location and work type preferred.
-    fn candidates(&self, query: &str, category: Category, base: Option<(&str, &str)>) -> Vec<Item> {
+    /// Candidates of `category` for `query` (its vector from [`Leafresh::understand`]),
+    /// location and work type preferred. Blocking: searches the indexes.
+    fn candidates(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        category: Category,
+        base: Option<(&str, &str)>,
+    ) -> Vec<Item> {
         let cat = TagFilter::new("category", category.code());
         let mut filter_sets = Vec::new();
         if let Some((loc, work)) = base {
@@ -151,7 +147,10 @@ impl Leafresh {
         filter_sets.push(vec![cat.clone()]);
         let mut out: Vec<Item> = Vec::new();
         for filters in &filter_sets {
-            if let Ok(hits) = self.retriever.search(query, CANDIDATES, filters) {
+            if let Ok(hits) = self
+                .retriever
+                .search_embedded(query, vector, CANDIDATES, filters)
+            {
                 for h in hits {
                     if let Some(item) = self.catalog.get(h.index) {
                         if out.len() < CANDIDATES && !out.iter().any(|o| o.id == item.id) {
@@ -298,9 +297,9 @@ pub async fn free_text(
     if matches!(keywords, KeywordVerdict::Abusive { .. }) {
         return Ok(Prepared::OffTopic);
     }
-    let semantic = {
+    let (vector, semantic) = {
         let (lf, msg) = (lf.clone(), req.message.clone());
-        tokio::task::spawn_blocking(move || lf.semantic(&msg))
+        tokio::task::spawn_blocking(move || lf.understand(&msg))
             .await
             .map_err(|e| LeafreshError::ModelFailed {
                 detail: format!("the topic check: {e}"),
@@ -350,8 +349,17 @@ pub async fn free_text(
     let base_info = session
         .as_ref()
         .and_then(|s| Some((s.location.clone()?, s.work_type.clone()?)));
-    let base_ref = base_info.as_ref().map(|(l, w)| (l.as_str(), w.as_str()));
-    let candidates = lf.candidates(&req.message, category, base_ref);
+    let candidates = {
+        let (lf, msg) = (lf.clone(), req.message.clone());
+        tokio::task::spawn_blocking(move || {
+            let base = base_info.as_ref().map(|(l, w)| (l.as_str(), w.as_str()));
+            lf.candidates(&msg, vector.as_deref(), category, base)
+        })
+        .await
+        .map_err(|e| LeafreshError::ModelFailed {
+            detail: format!("retrieval: {e}"),
+        })?
+    };
     let history = session.map(|s| s.history).unwrap_or_default();
     let update = SessionUpdate {
         category,
@@ -394,7 +402,17 @@ pub async fn base_info(
         ),
     };
     let query = format!("{loc} {work} {}", category.label());
-    let candidates = lf.candidates(&query, category, Some((&loc, &work)));
+    let candidates = {
+        let (lf, loc, work) = (lf.clone(), loc.clone(), work.clone());
+        tokio::task::spawn_blocking(move || {
+            let vector = lf.retriever.embed_query(&query).ok().flatten();
+            lf.candidates(&query, vector.as_deref(), category, Some((&loc, &work)))
+        })
+        .await
+        .map_err(|e| LeafreshError::ModelFailed {
+            detail: format!("retrieval: {e}"),
+        })?
+    };
     let history = session.map(|s| s.history).unwrap_or_default();
     let update = SessionUpdate {
         category,
