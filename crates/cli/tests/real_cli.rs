@@ -1,6 +1,6 @@
 //! The real `sprout` binary on the real default model (SPROUT_TEST_QWEN; skipped when absent
 //! unless SPROUT_REQUIRE_MODELS is set): a supervised engine under injected faults, and
-//! `sprout chat` reusing its first turn's KV in the second.
+//! `sprout chat` reusing its first turn's KV in the second, a Leafresh session across a kill -9.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -217,4 +217,94 @@ fn chat_second_turn_reuses_the_first_turns_kv() {
         computed2 < 30,
         "second turn computed {computed2} tokens:\n{err}"
     );
+}
+
+/// The embedder directory (SPROUT_TEST_EMBEDDER), or None to skip.
+fn embedder() -> Option<PathBuf> {
+    match std::env::var_os("SPROUT_TEST_EMBEDDER").map(PathBuf::from) {
+        Some(p) if p.exists() => Some(p),
+        _ => {
+            assert!(
+                std::env::var_os("SPROUT_REQUIRE_MODELS").is_none(),
+                "SPROUT_TEST_EMBEDDER missing"
+            );
+            eprintln!("skipping: set SPROUT_TEST_EMBEDDER");
+            None
+        }
+    }
+}
+
+fn leafresh(port: u16, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, text) = http(
+        port,
+        "POST",
+        &format!("/ai/chatbot/recommendation/{path}"),
+        &body.to_string(),
+    )
+    .expect("the server answers");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("a JSON envelope")
+}
+
+fn categories(answer: &serde_json::Value) -> Vec<String> {
+    answer["data"]["challenges"]
+        .as_array()
+        .expect("challenges")
+        .iter()
+        .map(|c| c["category"].as_str().expect("a category").to_string())
+        .collect()
+}
+
+#[test]
+fn a_leafresh_session_survives_a_kill_9_of_the_server() {
+    let (Some(m), Some(e)) = (model(), embedder()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sprout-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sprout.toml");
+    std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
+    let flags = [
+        "--config",
+        config.to_str().unwrap(),
+        "--embedder",
+        e.to_str().unwrap(),
+    ];
+    let sid = serde_json::json!("restart-session");
+    {
+        let s = serve(&m, &flags);
+        let base = leafresh(
+            s.port,
+            "base-info",
+            serde_json::json!({"sessionId": sid, "location": "산", "workType": "현장직", "category": "플로깅"}),
+        );
+        assert_eq!(categories(&base), ["PLOGGING"; 3]);
+        let vegan = leafresh(
+            s.port,
+            "free-text",
+            serde_json::json!({"sessionId": sid, "message": "비건 챌린지도 추천해줘"}),
+        );
+        assert_eq!(categories(&vegan), ["VEGAN"; 3]);
+        // Dropping the server kills it with SIGKILL: no graceful shutdown.
+    }
+    assert!(dir.join("data/sessions.sqlite3").exists());
+    let s = serve(&m, &flags);
+    // "The original category" is the base-info one, which only the stored session knows
+    // (without it the default is zero-waste).
+    let back = leafresh(
+        s.port,
+        "free-text",
+        serde_json::json!({"sessionId": sid, "message": "원래 카테고리로 다시 추천해줘"}),
+    );
+    assert_eq!(categories(&back), ["PLOGGING"; 3]);
+    // Another session id knows nothing of it.
+    let other = leafresh(
+        s.port,
+        "free-text",
+        serde_json::json!({"sessionId": "another-session", "message": "원래 카테고리로 다시 추천해줘"}),
+    );
+    assert_ne!(categories(&other), ["PLOGGING"; 3]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
 }

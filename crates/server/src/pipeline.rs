@@ -106,6 +106,21 @@ pub enum Output {
     Done { reason: FinishReason, usage: Usage },
 }
 
+/// The response header that carries a request's token counts on APIs whose body has no usage
+/// field (Leafresh, books): compact JSON, see [`usage_json`].
+pub const USAGE_HEADER: &str = "x-sprout-usage";
+
+/// A request's token counts as JSON: `{"prompt_tokens","completion_tokens","cached_tokens",
+/// "forced_tokens"}`.
+pub fn usage_json(usage: &Usage) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "forced_tokens": usage.forced_tokens,
+    })
+}
+
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use sprout_engine::scheduler::Usage;
 
 use super::envelope::{off_topic_response, success_response, Endpoint};
 use super::error::LeafreshError;
 use super::service::{self, Answering, Leafresh, Prepared};
 use super::sse::{sse_response, LeafreshEvent, TextRenderer};
 use super::validate::{BaseInfoRequest, FreeTextRequest};
+use crate::pipeline;
 use crate::state::AppState;
 
 fn recommender(st: &AppState) -> Result<Arc<Leafresh>, LeafreshError> {
@@ -22,15 +25,24 @@ fn recommender(st: &AppState) -> Result<Arc<Leafresh>, LeafreshError> {
         .ok_or(LeafreshError::NotReady { retry_after_s: 5 })
 }
 
-/// Collects a whole answer for a JSON response.
+/// Collects a whole answer for a JSON response, with its token counts.
 async fn collect(
     lf: &Leafresh,
     mut a: Box<Answering>,
-) -> Result<super::Recommendation, LeafreshError> {
+) -> Result<(super::Recommendation, Option<Usage>), LeafreshError> {
     while let Some(p) = a.next().await {
         p?;
     }
-    a.finish(lf).await
+    let usage = a.usage();
+    Ok((a.finish(lf).await?, usage))
+}
+
+/// Whether a streaming URL asks for sprout's `usage` event (`usage=1` or `usage=true`).
+fn wants_usage(query: Option<&str>) -> bool {
+    query
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p == "usage=1" || p == "usage=true")
 }
 
 async fn json_answer(
@@ -45,7 +57,16 @@ async fn json_answer(
         Err(e) => e.into_response(),
         Ok(Prepared::OffTopic) => off_topic_response(),
         Ok(Prepared::Answer(a)) => match collect(&lf, a).await {
-            Ok(rec) => success_response(endpoint, &rec),
+            Ok((rec, usage)) => {
+                let mut resp = success_response(endpoint, &rec);
+                let header = usage.and_then(|u| {
+                    HeaderValue::from_str(&pipeline::usage_json(&u).to_string()).ok()
+                });
+                if let Some(value) = header {
+                    resp.headers_mut().insert(pipeline::USAGE_HEADER, value);
+                }
+                resp
+            }
             Err(e) => e.into_response(),
         },
     }
@@ -89,16 +110,18 @@ struct Streaming {
     answer: Option<Box<Answering>>,
     renderer: TextRenderer,
     pending: VecDeque<LeafreshEvent>,
+    with_usage: bool,
 }
 
 /// The events of an answer: `challenge` fragments as it is generated, then `close` (or one
-/// `error`), then the end.
-fn answer_events(lf: Arc<Leafresh>, answer: Box<Answering>) -> Response {
+/// `error`), then the end; with `with_usage`, a `usage` event just before `close`.
+fn answer_events(lf: Arc<Leafresh>, answer: Box<Answering>, with_usage: bool) -> Response {
     let state = Streaming {
         lf,
         answer: Some(answer),
         renderer: TextRenderer::new(),
         pending: VecDeque::new(),
+        with_usage,
     };
     let events = futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -120,11 +143,14 @@ fn answer_events(lf: Arc<Leafresh>, answer: Box<Answering>) -> Response {
                 }
                 None => {
                     let a = s.answer.take()?;
-                    let event = match a.finish(&s.lf).await {
-                        Ok(rec) => LeafreshEvent::close(&rec),
-                        Err(e) => LeafreshEvent::error(&e),
-                    };
-                    s.pending.push_back(event);
+                    let usage = a.usage().filter(|_| s.with_usage);
+                    match a.finish(&s.lf).await {
+                        Ok(rec) => {
+                            s.pending.extend(usage.as_ref().map(LeafreshEvent::usage));
+                            s.pending.push_back(LeafreshEvent::close(&rec));
+                        }
+                        Err(e) => s.pending.push_back(LeafreshEvent::error(&e)),
+                    }
                 }
             }
         }
@@ -138,6 +164,7 @@ fn one_event(e: LeafreshEvent) -> Response {
 
 /// `GET /ai/chatbot/recommendation/base-info?...` (SSE). Validation errors are plain 400 JSON.
 pub async fn get_base_info(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let with_usage = wants_usage(q.as_deref());
     let req = match BaseInfoRequest::from_query(q.as_deref()) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -149,13 +176,14 @@ pub async fn get_base_info(State(st): State<AppState>, RawQuery(q): RawQuery) ->
     match service::base_info(&st, &lf, req).await {
         Err(e) => one_event(LeafreshEvent::error(&e)),
         Ok(Prepared::OffTopic) => one_event(LeafreshEvent::off_topic()),
-        Ok(Prepared::Answer(a)) => answer_events(lf, a),
+        Ok(Prepared::Answer(a)) => answer_events(lf, a, with_usage),
     }
 }
 
 /// `GET /ai/chatbot/recommendation/free-text?...` (SSE). Validation errors and the off-topic
 /// answer are `error` events inside a 200 stream, as the contract says.
 pub async fn get_free_text(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let with_usage = wants_usage(q.as_deref());
     let req = match FreeTextRequest::from_query(q.as_deref()) {
         Ok(r) => r,
         Err(e) => return one_event(LeafreshEvent::error(&e)),
@@ -167,6 +195,35 @@ pub async fn get_free_text(State(st): State<AppState>, RawQuery(q): RawQuery) ->
     match service::free_text(&st, &lf, req).await {
         Err(e) => one_event(LeafreshEvent::error(&e)),
         Ok(Prepared::OffTopic) => one_event(LeafreshEvent::off_topic()),
-        Ok(Prepared::Answer(a)) => answer_events(lf, a),
+        Ok(Prepared::Answer(a)) => answer_events(lf, a, with_usage),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_explicit_usage_parameter_asks_for_the_usage_event() {
+        assert!(wants_usage(Some("message=abc&usage=1")));
+        assert!(wants_usage(Some("usage=true")));
+        assert!(!wants_usage(None));
+        assert!(!wants_usage(Some("message=usage%3D1")));
+        assert!(!wants_usage(Some("usage=0&message=abc")));
+    }
+
+    #[test]
+    fn the_usage_event_is_named_usage_and_holds_the_counts() {
+        let u = Usage {
+            prompt_tokens: 90,
+            completion_tokens: 40,
+            cached_tokens: 80,
+            forced_tokens: 25,
+        };
+        let wire = LeafreshEvent::usage(&u).encode();
+        assert_eq!(
+            wire,
+            "event: usage\ndata: {\"prompt_tokens\":90,\"completion_tokens\":40,\"cached_tokens\":80,\"forced_tokens\":25}\n\n"
+        );
     }
 }

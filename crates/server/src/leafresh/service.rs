@@ -22,6 +22,7 @@ use super::validate::{BaseInfoRequest, FreeTextRequest, Lang};
 use crate::pipeline::{self, GenerationHandle, GenerationJob, Output, PipelineError, PromptInput};
 use crate::sessions::{Role, Session, SessionId, SessionStore, Turn};
 use crate::state::AppState;
+use sprout_engine::scheduler::Usage;
 
 /// Words of the original's ENV_KEYWORDS that ask for something rather than name the
 /// environment: a hit on one of them alone leaves the topic to the semantic check.
@@ -76,6 +77,7 @@ pub struct Answering {
     sentence: String,
     picks: Vec<String>,
     lang: Lang,
+    usage: Option<Usage>,
 }
 
 /// What the session learns from this turn.
@@ -493,6 +495,7 @@ async fn start(st: &AppState, plan: Plan<'_>) -> Result<Prepared, LeafreshError>
         sentence: String::new(),
         picks: Vec::new(),
         lang,
+        usage: None,
     })))
 }
 
@@ -531,9 +534,17 @@ impl Answering {
                 }
                 Some(Ok(out))
             }
-            Ok(Output::Done { .. }) => None,
+            Ok(Output::Done { usage, .. }) => {
+                self.usage = Some(usage);
+                None
+            }
             Err(e) => Some(Err(pipeline_error(e))),
         }
+    }
+
+    /// The answer's token counts, once the generation is done.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 
     /// The whole recommendation after the last piece, checked, with the session updated.

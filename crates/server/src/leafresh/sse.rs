@@ -28,7 +28,7 @@ pub const CHALLENGE_MESSAGE: &str = "토큰 생성";
 /// `message` of the `close` event.
 pub const CLOSE_MESSAGE: &str = "모든 챌린지 추천 완료";
 
-/// The three event names of the contract.
+/// The three event names of the contract, and sprout's opt-in `usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// A text fragment of the answer; many.
@@ -37,6 +37,9 @@ pub enum EventKind {
     Close,
     /// A failure (or the off-topic answer); last.
     Error,
+    /// sprout's extension, only when the URL asks for it (`usage=1`): the answer's token
+    /// counts, just before `close`. Not an envelope.
+    Usage,
 }
 
 impl EventKind {
@@ -46,6 +49,7 @@ impl EventKind {
             EventKind::Challenge => "challenge",
             EventKind::Close => "close",
             EventKind::Error => "error",
+            EventKind::Usage => "usage",
         }
     }
 }
@@ -89,6 +93,14 @@ impl LeafreshEvent {
     /// 200 whose message is the bot's sentence and whose data is null.
     pub fn off_topic() -> Self {
         Self::new(EventKind::Error, 200, OFF_TOPIC_RECOMMEND, ())
+    }
+
+    /// `event: usage`, `{"prompt_tokens","completion_tokens","cached_tokens","forced_tokens"}`.
+    pub fn usage(usage: &sprout_engine::scheduler::Usage) -> Self {
+        LeafreshEvent {
+            kind: EventKind::Usage,
+            data: crate::pipeline::usage_json(usage).to_string(),
+        }
     }
 
     fn new(kind: EventKind, status: u16, message: &str, data: impl serde::Serialize) -> Self {

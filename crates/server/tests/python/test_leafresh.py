@@ -173,3 +173,29 @@ def test_a_disconnected_stream_cancels_its_generation(http):
     while metric(http, "sprout_sequences_cancelled_total") <= before:
         assert time.monotonic() < deadline, "the generation was not cancelled"
         time.sleep(0.05)
+
+
+def test_token_counts_come_as_a_header_and_an_opt_in_event(http, eco):
+    r = http.post(PATH + "/free-text", json={"message": "플라스틱 쓰레기를 줄이고 싶어요"})
+    assert r.status_code == 200
+    usage = json.loads(r.headers["x-sprout-usage"])
+    assert set(usage) == {"prompt_tokens", "completion_tokens", "cached_tokens", "forced_tokens"}
+    # The prompt holds the system part and six candidate titles; the answer a sentence and
+    # three titles, most of them copied by jump-forward.
+    assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 10
+    assert 0 < usage["forced_tokens"] <= usage["completion_tokens"]
+    assert usage["cached_tokens"] <= usage["prompt_tokens"]
+    # The off-topic answer runs no model: no counts.
+    r = http.post(PATH + "/free-text", json={"message": "재미있는 영화 추천해줘"})
+    assert "x-sprout-usage" not in r.headers
+    # Streaming: only when asked, one usage event just before close.
+    plain = sse(http, "/free-text", message="전기를 아끼는 방법을 알려주세요")
+    assert "usage" not in [k for k, _ in plain]
+    asked = sse(http, "/free-text", message="전기를 아끼는 방법을 알려주세요", usage="1")
+    kinds = [k for k, _ in asked]
+    assert kinds[-2:] == ["usage", "close"] and kinds.count("usage") == 1
+    counts = asked[-2][1]
+    assert counts["prompt_tokens"] > 50 and counts["forced_tokens"] > 0
+    # The same prompt a second time: its prefix comes from the cache.
+    assert counts["cached_tokens"] > 0
+    check_answer(asked[-1][1]["data"], eco)

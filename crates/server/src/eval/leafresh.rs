@@ -2,12 +2,16 @@
 //! contract validity, groundedness (every title exists in the served `eco` catalog), category hit,
 //! off-topic hit — with latency, then a summary. Cases are JSON lines: free text
 //! `{"message", "lang"?, "category": CODE | null}` (null: off-topic expected) or base-info
-//! `{"location", "workType", "category"}` (`"kind": "base-info"`).
+//! `{"location", "workType", "category"}` (`"kind": "base-info"`). Token counts come from the
+//! `x-sprout-usage` header; with a judge, each challenge gets a 0–5 grade for its request.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+
+use super::judge::{Judge, MISSING_ITEM_SCORE};
+use super::{mean, mean_tokens, percentile, MeanTokens, Tokens};
 
 /// One case and what became of it.
 #[derive(Debug, Clone)]
@@ -23,6 +27,10 @@ pub struct CaseResult {
     pub latency_s: f64,
     pub answer: Value,
     pub problem: Option<String>,
+    /// What the answer cost; None when no model ran (off-topic, validation).
+    pub tokens: Option<Tokens>,
+    /// The judge's grade of each challenge, in order (with `--judge-url`).
+    pub judge_scores: Vec<u8>,
 }
 
 /// What a whole run came to.
@@ -38,15 +46,10 @@ pub struct Summary {
     pub false_off_topic: usize,
     pub latency_p50_s: f64,
     pub latency_p90_s: f64,
-}
-
-/// Parses a case file.
-pub fn parse_cases(text: &str) -> anyhow::Result<Vec<Value>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
-        .collect()
+    /// Mean token counts of the answers that ran the model.
+    pub tokens: Option<MeanTokens>,
+    /// The judge's mean grade over every graded challenge.
+    pub judge_mean: Option<f64>,
 }
 
 fn check(
@@ -95,11 +98,44 @@ fn check(
     (valid, grounded, false, hit, problem)
 }
 
-/// Runs every case one at a time against `url` (sprout's base URL).
+/// What the judge reads as the request of a case.
+fn judged_request(request: &Value) -> String {
+    match request["message"].as_str() {
+        Some(m) => format!("An eco-friendly challenge for: {m}"),
+        None => format!(
+            "Eco-friendly challenges in category {} for someone working {} in a {} area",
+            request["category"], request["workType"], request["location"]
+        ),
+    }
+}
+
+/// The judge's grade of each challenge in `answer`: 0 for one outside the catalog.
+async fn grade(
+    judge: &Judge,
+    request: &Value,
+    answer: &Value,
+    titles: &BTreeSet<String>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut scores = Vec::new();
+    for c in answer["challenges"].as_array().into_iter().flatten() {
+        let title = c["title"].as_str().unwrap_or("");
+        if !titles.contains(title) {
+            scores.push(MISSING_ITEM_SCORE);
+            continue;
+        }
+        let item = format!("{title} — {}", c["description"].as_str().unwrap_or(""));
+        scores.push(judge.score(&judged_request(request), &item).await?);
+    }
+    Ok(scores)
+}
+
+/// Runs every case one at a time against `url` (sprout's base URL), grading each challenge
+/// with `judge` when there is one.
 pub async fn run(
     url: &str,
     api_key: Option<&str>,
     cases: &[Value],
+    judge: Option<&Judge>,
 ) -> anyhow::Result<Vec<CaseResult>> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
@@ -142,8 +178,13 @@ pub async fn run(
             .send()
             .await?;
         let status = r.status().as_u16();
+        let tokens = Tokens::from_headers(r.headers());
         let body: Value = r.json().await.unwrap_or(Value::Null);
         let latency_s = t.elapsed().as_secs_f64();
+        let judge_scores = match judge {
+            Some(j) => grade(j, &request, &body["data"], &titles).await?,
+            None => Vec::new(),
+        };
         let (valid, grounded, off, hit, problem) = check(&body, &titles, expected.as_deref());
         out.push(CaseResult {
             lang: case["lang"].as_str().unwrap_or("").to_string(),
@@ -157,6 +198,8 @@ pub async fn run(
             latency_s,
             answer: body["data"].clone(),
             problem,
+            tokens,
+            judge_scores,
         });
         let last = out.last_mut().expect("just pushed");
         // An off-topic case is answered right by the fallback; an on-topic one by challenges.
@@ -193,14 +236,14 @@ pub fn summarize(results: &[CaseResult], cases: &[Value]) -> Summary {
             s.false_off_topic += usize::from(r.off_topic_answer);
         }
     }
-    let mut lat: Vec<f64> = results.iter().map(|r| r.latency_s).collect();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    s.latency_p50_s = pct(0.5);
-    s.latency_p90_s = pct(0.9);
+    let lat: Vec<f64> = results.iter().map(|r| r.latency_s).collect();
+    s.latency_p50_s = percentile(&lat, 0.5);
+    s.latency_p90_s = percentile(&lat, 0.9);
+    s.tokens = mean_tokens(results.iter().map(|r| &r.tokens));
+    s.judge_mean = mean(
+        results
+            .iter()
+            .flat_map(|r| r.judge_scores.iter().map(|&g| f64::from(g))),
+    );
     s
 }
