@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Sample a grammar's forced text token by token instead of appending it (for comparison).
     #[arg(long)]
     pub no_jump_forward: bool,
+    /// Where Leafresh descriptions come from: `catalog` (default) or `generated` by the model
+    /// (an experiment, to compare with `sprout eval leafresh`).
+    #[arg(long, value_name = "catalog|generated")]
+    pub leafresh_descriptions: Option<sprout_server::config::DescriptionSource>,
     /// Serve a catalog file (JSONL, JSON or CSV) as NAME, beside the built-in `eco` and the
     /// ingested ones; repeatable; replaces a config file's catalog of the same name.
     #[arg(long = "catalog", value_name = "NAME=FILE")]
@@ -150,7 +154,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_concurrent = args.max_concurrent,
         max_queue = args.max_queue,
         request_timeout_ms = args.timeout_ms,
-        step_tokens = args.step_tokens
+        step_tokens = args.step_tokens,
+        leafresh_descriptions = args.leafresh_descriptions
     );
     if args.no_prefix_cache {
         cfg.prefix_cache = false;

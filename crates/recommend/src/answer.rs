@@ -48,8 +48,26 @@ fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// What the model writes after its picks, in the experiment that lets it describe them
+/// (`"notes"`): one bounded Korean sentence per pick, Hangul, digits, spaces and commas,
+/// ending in "니다.".
+const NOTE_TERMINAL: &str = r#"NOTE: /"[가-힣][가-힣0-9 ,]{6,48}니다\."/"#;
+
 /// The Lark grammar of an answer choosing one of `sentences` and 3 distinct `titles`.
 pub fn answer_grammar(sentences: &[String], titles: &[String]) -> Result<String, AnswerError> {
+    grammar(sentences, titles, false)
+}
+
+/// [`answer_grammar`] followed by `"notes"`: a generated description per pick (see
+/// [`NOTE_TERMINAL`]), for comparing generated descriptions with the catalog's.
+pub fn answer_grammar_with_notes(
+    sentences: &[String],
+    titles: &[String],
+) -> Result<String, AnswerError> {
+    grammar(sentences, titles, true)
+}
+
+fn grammar(sentences: &[String], titles: &[String], notes: bool) -> Result<String, AnswerError> {
     let mut distinct: Vec<&String> = Vec::new();
     for t in titles {
         if !distinct.contains(&t) {
@@ -64,13 +82,25 @@ pub fn answer_grammar(sentences: &[String], titles: &[String]) -> Result<String,
     }
     let n = distinct.len();
     let mut g = String::new();
+    let tail = if notes {
+        format!(
+            "{} NOTE {comma} NOTE {comma} NOTE {}",
+            lark_literal("],\"notes\":["),
+            lark_literal("]}"),
+            comma = lark_literal(",")
+        )
+    } else {
+        lark_literal("]}")
+    };
     let _ = writeln!(
         g,
-        "start: {} sentence {} first {}",
+        "start: {} sentence {} first {tail}",
         lark_literal("{\"recommend\":"),
         lark_literal(",\"picks\":["),
-        lark_literal("]}")
     );
+    if notes {
+        let _ = writeln!(g, "{NOTE_TERMINAL}");
+    }
     let options: Vec<String> = sentences
         .iter()
         .map(|s| lark_literal(&json_string(s)))
@@ -111,6 +141,9 @@ pub struct Answer {
     pub recommend: String,
     /// The chosen titles, in order.
     pub picks: Vec<String>,
+    /// The generated description of each pick (only with [`answer_grammar_with_notes`]).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// Parses a complete answer and checks its shape: 3 distinct picks among `titles`.
@@ -165,6 +198,8 @@ pub struct AnswerStream {
     /// The pick being read.
     current: String,
     picks: usize,
+    /// The picks' list has ended (what follows, e.g. notes, is not a pick).
+    picks_closed: bool,
     /// An escape sequence in progress (`\` and what follows).
     escape: String,
 }
@@ -183,6 +218,7 @@ impl AnswerStream {
             outside: String::new(),
             current: String::new(),
             picks: 0,
+            picks_closed: false,
             escape: String::new(),
         }
     }
@@ -195,7 +231,10 @@ impl AnswerStream {
             match self.place {
                 Place::Outside => {
                     self.outside.push(c);
-                    if c == '"' {
+                    if c == ']' && self.outside.contains("\"picks\":[") {
+                        self.picks_closed = true;
+                    }
+                    if c == '"' && !self.picks_closed {
                         if self.outside.ends_with("{\"recommend\":\"") {
                             self.place = Place::Sentence;
                             self.outside.clear();
@@ -322,6 +361,29 @@ mod tests {
             answer_grammar(&[], &titles(3)),
             Err(AnswerError::NoSentence)
         );
+        let with_notes =
+            answer_grammar_with_notes(&["추천합니다.".to_string()], &titles(3)).expect("a grammar");
+        assert!(
+            with_notes.contains("NOTE: /") && with_notes.contains("notes"),
+            "{with_notes}"
+        );
+        assert!(!g.contains("NOTE"));
+    }
+
+    #[test]
+    fn notes_are_parsed_beside_the_picks() {
+        let t = titles(3);
+        let text = r#"{"recommend":"좋습니다.","picks":["챌린지 2","챌린지 0","챌린지 1"],"notes":["가나다라마바사입니다.","하나 둘 셋 넷입니다.","다섯 여섯 일곱입니다."]}"#;
+        let a = parse_answer(text, &t).expect("an answer");
+        assert_eq!(a.notes.len(), 3);
+        assert_eq!(a.notes[1], "하나 둘 셋 넷입니다.");
+        let mut stream = AnswerStream::new();
+        let picks: Vec<AnswerPiece> = stream
+            .push(text)
+            .into_iter()
+            .filter(|p| matches!(p, AnswerPiece::Pick(..)))
+            .collect();
+        assert_eq!(picks.len(), 3, "notes are not picks: {picks:?}");
     }
 
     #[test]

@@ -48,6 +48,32 @@ pub struct ServerConfig {
     pub embedder: Option<PathBuf>,
     /// The session store (`[sessions]`: history_limit, synchronous, busy_timeout_ms).
     pub sessions: crate::sessions::SessionsConfig,
+    /// Where the Leafresh challenges' descriptions come from: the catalog (the default) or the
+    /// model (an experiment, for `sprout eval` to compare).
+    pub leafresh_descriptions: DescriptionSource,
+}
+
+/// Where a recommended item's description comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DescriptionSource {
+    /// The catalog's text, copied (exact, grounded, nothing for the model to write).
+    #[default]
+    Catalog,
+    /// One bounded Korean sentence per item written by the model under the grammar.
+    Generated,
+}
+
+impl FromStr for DescriptionSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "catalog" => Ok(DescriptionSource::Catalog),
+            "generated" => Ok(DescriptionSource::Generated),
+            other => Err(format!("{other:?} is neither catalog nor generated")),
+        }
+    }
 }
 
 /// A catalog file to serve under a name: `[[catalogs]] name = "books" path = "books.csv"` in
@@ -103,6 +129,7 @@ impl Default for ServerConfig {
             catalogs: Vec::new(),
             embedder: None,
             sessions: Default::default(),
+            leafresh_descriptions: DescriptionSource::Catalog,
         }
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use sprout_engine::chat_template::ChatMessage;
 use sprout_engine::grammar::GrammarSpec;
 use sprout_engine::sampler::SamplingParams;
-use sprout_recommend::answer::{answer_grammar, parse_answer, AnswerPiece, AnswerStream};
+use sprout_recommend::answer::{
+    answer_grammar, answer_grammar_with_notes, parse_answer, AnswerPiece, AnswerStream,
+};
 use sprout_recommend::classify::{classify, Verdict, ECO_OFF_TOPIC_SIMILARITY};
 use sprout_recommend::{Catalog, Item, Retriever, TagFilter};
 
@@ -19,6 +21,7 @@ use super::error::LeafreshError;
 use super::recommendation::{Challenge, Piece, Recommendation};
 use super::topic::{keyword_verdict, next_category, CategoryIntent, KeywordVerdict, TopicHit};
 use super::validate::{BaseInfoRequest, FreeTextRequest, Lang};
+use crate::config::DescriptionSource;
 use crate::pipeline::{self, GenerationHandle, GenerationJob, Output, PipelineError, PromptInput};
 use crate::sessions::{Role, Session, SessionId, SessionStore, Turn};
 use crate::state::AppState;
@@ -49,6 +52,8 @@ const CANDIDATES: usize = 6;
 const VOTE_CONFIDENCE: f32 = 0.5;
 /// Tokens an answer may take: the grammar bounds it far below this.
 const ANSWER_MAX_TOKENS: usize = 256;
+/// Tokens an answer with generated descriptions may take (three notes of up to 58 characters).
+const ANSWER_WITH_NOTES_MAX_TOKENS: usize = 640;
 
 /// The fixed head of every prompt, first so the prefix cache shares it across requests.
 const SYSTEM: &str = "당신은 친환경 챌린지를 추천하는 Leafresh 챗봇입니다. 후보 목록에서 사용자에게 가장 알맞은 챌린지 세 개를 고르고, 알맞은 추천 문장을 고르세요.";
@@ -78,6 +83,11 @@ pub struct Answering {
     picks: Vec<String>,
     lang: Lang,
     usage: Option<Usage>,
+    /// With generated descriptions: the answer's text so far (its notes come after the picks,
+    /// so the challenges are sent once it is complete).
+    generated: Option<String>,
+    /// The generated descriptions, once the answer is complete.
+    notes: Vec<String>,
 }
 
 /// What the session learns from this turn.
@@ -99,9 +109,12 @@ fn pipeline_error(e: PipelineError) -> LeafreshError {
             LeafreshError::Overloaded { retry_after_s }
         }
         PipelineError::NotReady => LeafreshError::NotReady { retry_after_s: 5 },
-        other => LeafreshError::ModelFailed {
-            detail: other.to_string(),
-        },
+        other => {
+            tracing::warn!(error = %other, "a Leafresh answer failed");
+            LeafreshError::ModelFailed {
+                detail: other.to_string(),
+            }
+        }
     }
 }
 
@@ -455,7 +468,13 @@ async fn start(st: &AppState, plan: Plan<'_>) -> Result<Prepared, LeafreshError>
         lang,
     } = plan;
     let titles: Vec<String> = candidates.iter().map(|c| c.title.clone()).collect();
-    let lark = answer_grammar(&sentences, &titles).map_err(|e| LeafreshError::ModelFailed {
+    let generate_notes = st.config.leafresh_descriptions == DescriptionSource::Generated;
+    let lark = if generate_notes {
+        answer_grammar_with_notes(&sentences, &titles)
+    } else {
+        answer_grammar(&sentences, &titles)
+    }
+    .map_err(|e| LeafreshError::ModelFailed {
         detail: e.to_string(),
     })?;
     // Titles only: the descriptions would triple the prompt the model reads per request.
@@ -472,14 +491,23 @@ async fn start(st: &AppState, plan: Plan<'_>) -> Result<Prepared, LeafreshError>
         };
         messages.push(ChatMessage::new(role, t.text.clone()));
     }
+    let ask = if generate_notes {
+        " (고른 챌린지마다 notes에 한 문장 설명을 쓰세요)"
+    } else {
+        ""
+    };
     messages.push(ChatMessage::new(
         "user",
-        format!("후보:\n{listing}\n요청: {message}"),
+        format!("후보:\n{listing}\n요청: {message}{ask}"),
     ));
     let job = GenerationJob {
         prompt: PromptInput::Chat(messages),
         sampling: SamplingParams::default(),
-        max_tokens: Some(ANSWER_MAX_TOKENS),
+        max_tokens: Some(if generate_notes {
+            ANSWER_WITH_NOTES_MAX_TOKENS
+        } else {
+            ANSWER_MAX_TOKENS
+        }),
         stop_strings: Vec::new(),
         ignore_eos: false,
         grammar: Some(GrammarSpec::Lark(lark)),
@@ -496,6 +524,8 @@ async fn start(st: &AppState, plan: Plan<'_>) -> Result<Prepared, LeafreshError>
         picks: Vec::new(),
         lang,
         usage: None,
+        generated: generate_notes.then(String::new),
+        notes: Vec::new(),
     })))
 }
 
@@ -505,6 +535,9 @@ impl Answering {
     pub async fn next(&mut self) -> Option<Result<Vec<Piece>, LeafreshError>> {
         match self.handle.next().await? {
             Ok(Output::Text(t)) => {
+                if let Some(text) = &mut self.generated {
+                    text.push_str(&t);
+                }
                 let mut out = Vec::new();
                 for p in self.stream.push(&t) {
                     match p {
@@ -513,6 +546,9 @@ impl Answering {
                             out.push(Piece::Recommend(s));
                         }
                         AnswerPiece::SentenceDone => {}
+                        AnswerPiece::Pick(_, title) if self.generated.is_some() => {
+                            self.picks.push(title);
+                        }
                         AnswerPiece::Pick(n, title) => {
                             let (shown, description) = self
                                 .candidates
@@ -536,10 +572,36 @@ impl Answering {
             }
             Ok(Output::Done { usage, .. }) => {
                 self.usage = Some(usage);
-                None
+                let text = self.generated.take()?;
+                // Generated descriptions: the whole answer is known now; send its challenges.
+                let notes = self.notes(&text);
+                let mut out = Vec::new();
+                for (index, title) in self.picks.iter().enumerate() {
+                    let shown = self
+                        .candidates
+                        .iter()
+                        .find(|c| &c.title == title)
+                        .map(|c| localized(c, self.lang).0)
+                        .unwrap_or_default();
+                    out.push(Piece::Title { index, text: shown });
+                    out.push(Piece::Description {
+                        index,
+                        text: notes.get(index).cloned().unwrap_or_default(),
+                    });
+                }
+                self.notes = notes;
+                Some(Ok(out))
             }
             Err(e) => Some(Err(pipeline_error(e))),
         }
+    }
+
+    /// The generated descriptions in a complete answer's text (none if it has no notes).
+    fn notes(&self, text: &str) -> Vec<String> {
+        let titles: Vec<String> = self.candidates.iter().map(|c| c.title.clone()).collect();
+        parse_answer(text, &titles)
+            .map(|a| a.notes)
+            .unwrap_or_default()
     }
 
     /// The answer's token counts, once the generation is done.
@@ -558,9 +620,13 @@ impl Answering {
             .picks
             .iter()
             .filter_map(|t| self.candidates.iter().find(|c| &c.title == t))
-            .map(|c| Challenge {
+            .enumerate()
+            .map(|(i, c)| Challenge {
                 title: localized(c, self.lang).0,
-                description: localized(c, self.lang).1,
+                description: match self.notes.get(i) {
+                    Some(note) => note.clone(),
+                    None => localized(c, self.lang).1,
+                },
                 category: c
                     .tags
                     .get("category")
