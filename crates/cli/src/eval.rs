@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use sprout_server::eval::{self, books, judge::Judge};
+use sprout_server::eval::{self, books, judge, judge::Judge};
 
 /// `sprout eval ...`.
 #[derive(Args, Debug)]
@@ -121,6 +121,7 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
                     "valid": r.valid, "grounded": r.grounded, "off_topic_answer": r.off_topic_answer,
                     "category_hit": r.category_hit, "expected_category": r.expected_category,
                     "latency_s": r.latency_s, "tokens": r.tokens, "judge_scores": r.judge_scores,
+                    "judge_control": r.judge_control,
                     "problem": r.problem, "answer": r.answer})
             );
         }
@@ -130,7 +131,8 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
                 "category_hits": s.category_hits, "on_topic_cases": s.on_topic_cases,
                 "off_topic_caught": s.off_topic_caught, "off_topic_cases": s.off_topic_cases,
                 "false_off_topic": s.false_off_topic, "latency_p50_s": s.latency_p50_s,
-                "latency_p90_s": s.latency_p90_s, "tokens": s.tokens, "judge_mean": s.judge_mean}})
+                "latency_p90_s": s.latency_p90_s, "tokens": s.tokens, "judge_mean": s.judge_mean,
+                "judge_control_mean": s.judge_control_mean}})
         );
         return Ok(());
     }
@@ -211,9 +213,23 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
         );
     }
     if let Some(j) = s.judge_mean {
-        println!("judge ({}): mean {:.2} / 5", c.judge_model, j);
+        judge_line(&c.judge_model, j, s.judge_control_mean);
     }
     Ok(())
+}
+
+/// The judge's mean beside its controls', and whether it can be trusted.
+fn judge_line(model: &str, answers: f64, controls: Option<f64>) {
+    let Some(controls) = controls else {
+        println!("judge ({model}): mean {answers:.2} / 5");
+        return;
+    };
+    let verdict = if judge::discriminates(answers, controls) {
+        "the judge tells answers from controls"
+    } else {
+        "WARNING: the judge grades random controls about as high as the answers; its scores say little (use a stronger judge)"
+    };
+    println!("judge ({model}): answers {answers:.2} / 5, controls {controls:.2} / 5: {verdict}");
 }
 
 fn books_eval(a: BooksEvalArgs) -> Result<()> {
@@ -270,9 +286,9 @@ fn books_eval(a: BooksEvalArgs) -> Result<()> {
         }
     }
     println!(
-        "\n| model | method | candidates | mean judge score | prompt tokens | completion tokens | time (s) | clean cases | grade | NDCG@3 |"
+        "\n| model | method | candidates | mean judge score | judge on controls | prompt tokens | completion tokens | time (s) | clean cases | grade | NDCG@3 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &summary {
         let name = if s.method == 1 {
             "1 (RAG)"
@@ -280,9 +296,10 @@ fn books_eval(a: BooksEvalArgs) -> Result<()> {
             "2 (prompt-only)"
         };
         println!(
-            "| {model} | {name} | {} | {} | {} | {} | {:.2} | {}/{} | {} | {} |",
+            "| {model} | {name} | {} | {} | {} | {} | {} | {:.2} | {}/{} | {} | {} |",
             opt(s.candidates, 0),
             opt(s.judge_mean, 2),
+            opt(s.judge_control_mean, 2),
             opt(s.tokens.map(|t| t.prompt), 0),
             opt(s.tokens.map(|t| t.completion), 0),
             s.latency_mean_s,
@@ -292,12 +309,11 @@ fn books_eval(a: BooksEvalArgs) -> Result<()> {
             opt(s.ndcg3, 3),
         );
     }
-    if judge.is_some() {
-        println!(
-            "judge: {} at {}",
-            c.judge_model,
-            c.judge_url.as_deref().unwrap_or("")
-        );
+    for s in &summary {
+        if let Some(j) = s.judge_mean {
+            print!("method {}: ", s.method);
+            judge_line(&c.judge_model, j, s.judge_control_mean);
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::judge::{Judge, MISSING_ITEM_SCORE};
+use super::judge::{control_index, Judge, MISSING_ITEM_SCORE};
 use super::{mean, mean_tokens, MeanTokens, Tokens};
 
 /// The five answers of a request, in the questions' order.
@@ -116,6 +116,8 @@ pub struct BookResult {
     /// NDCG@3 of the three books in their order, when the case has grades.
     pub ndcg3: Option<f64>,
     pub judge_scores: Vec<u8>,
+    /// The judge's grade of this case's control: a catalog book picked at random.
+    pub judge_control: Option<u8>,
     pub problem: Option<String>,
 }
 
@@ -203,13 +205,23 @@ async fn upload_user(http: &reqwest::Client, url: &str, case: &BookCase) -> anyh
     Ok(())
 }
 
-/// The titles of the served `books` catalog, normalized.
-async fn catalog_titles(
+/// The served `books` catalog as the checks need it.
+struct ServedBooks {
+    /// Normalized titles.
+    titles: BTreeSet<String>,
+    /// `title by author` of every book, in catalog order (the controls).
+    listing: Vec<(String, String)>,
+}
+
+async fn served_books(
     http: &reqwest::Client,
     url: &str,
     api_key: Option<&str>,
-) -> anyhow::Result<BTreeSet<String>> {
-    let mut titles = BTreeSet::new();
+) -> anyhow::Result<ServedBooks> {
+    let mut books = ServedBooks {
+        titles: BTreeSet::new(),
+        listing: Vec::new(),
+    };
     let mut offset = 0;
     loop {
         let mut req = http.get(format!(
@@ -220,13 +232,19 @@ async fn catalog_titles(
         }
         let page: Value = req.send().await?.error_for_status()?.json().await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        titles.extend(
-            items
-                .iter()
-                .filter_map(|i| i["title"].as_str().map(normalize_title)),
-        );
+        for i in &items {
+            let Some(title) = i["title"].as_str() else {
+                continue;
+            };
+            let author = i["author"]
+                .as_str()
+                .or_else(|| i["tags"]["author"].as_str())
+                .unwrap_or("");
+            books.titles.insert(normalize_title(title));
+            books.listing.push((title.to_string(), author.to_string()));
+        }
         if items.len() < 1000 {
-            return Ok(titles);
+            return Ok(books);
         }
         offset += items.len();
     }
@@ -243,9 +261,9 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()?;
-    let catalog = catalog_titles(&http, url, api_key).await?;
+    let catalog = served_books(&http, url, api_key).await?;
     let mut out = Vec::new();
-    for case in cases {
+    for (n, case) in cases.iter().enumerate() {
         upload_user(&http, url, case).await?;
         let read = read_titles(&case.history);
         let avoid = avoided_topics(&case.preferences);
@@ -273,11 +291,21 @@ pub async fn run(
                     &answer,
                     latency_s,
                     tokens,
-                    (&catalog, &read, &avoid),
+                    (&catalog.titles, &read, &avoid),
                     judge,
                 )
                 .await?,
             );
+            if let (Some(j), Some(last)) = (judge, out.last_mut()) {
+                let control = catalog.listing.get(control_index(
+                    n * 2 + usize::from(method),
+                    catalog.listing.len(),
+                ));
+                if let Some((title, author)) = control {
+                    let item = format!("{title} by {author}.");
+                    last.judge_control = Some(j.score(&judged_request(case), &item).await?);
+                }
+            }
         }
     }
     Ok(out)
@@ -376,6 +404,7 @@ async fn score(
         mean_grade,
         ndcg3,
         judge_scores,
+        judge_control: None,
         problem,
     })
 }
@@ -392,6 +421,8 @@ pub struct MethodSummary {
     pub avoided: usize,
     pub candidates: Option<f64>,
     pub judge_mean: Option<f64>,
+    /// The judge's mean grade of the controls.
+    pub judge_control_mean: Option<f64>,
     pub mean_grade: Option<f64>,
     pub ndcg3: Option<f64>,
     pub tokens: Option<MeanTokens>,
@@ -416,6 +447,7 @@ pub fn summarize(results: &[BookResult], methods: &[u8]) -> Vec<MethodSummary> {
                     rs.iter()
                         .flat_map(|r| r.judge_scores.iter().map(|&g| f64::from(g))),
                 ),
+                judge_control_mean: mean(rs.iter().filter_map(|r| r.judge_control.map(f64::from))),
                 mean_grade: mean(rs.iter().filter_map(|r| r.mean_grade)),
                 ndcg3: mean(rs.iter().filter_map(|r| r.ndcg3)),
                 tokens: mean_tokens(rs.iter().map(|r| &r.tokens)),

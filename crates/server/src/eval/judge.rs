@@ -3,6 +3,11 @@
 //! one recommended item fits one request, 0–5, as the seed team's evaluation did. The answer is
 //! held to `{"score": 0..5}` by `response_format` (a JSON schema), so no reply needs parsing
 //! by hand; an item that does not exist gets 0 without asking.
+//!
+//! A judge can be blind: a small model may grade everything 5. So each case also has a
+//! *control* graded the same way — a catalog item picked for not answering the request (another
+//! category, a random book) — and the summary sets the answers' mean beside the controls'. A
+//! judge that does not score the answers clearly above the controls says nothing about them.
 
 use serde_json::{json, Value};
 
@@ -83,6 +88,21 @@ impl Judge {
     }
 }
 
+/// Whether the answers' mean is clearly above the controls' (by at least a point): only
+/// then do the judge's grades tell good from bad.
+pub fn discriminates(answers_mean: f64, controls_mean: f64) -> bool {
+    answers_mean - controls_mean >= 1.0
+}
+
+/// Which of `n` candidate controls case `case` gets: spread over the list, the same every run.
+pub fn control_index(case: usize, n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (case * 7919 + 13) % n
+    }
+}
+
 /// The score in a reply `{"score": N}`, N in 0..=5.
 pub fn parse_score(content: &str) -> anyhow::Result<u8> {
     let v: Value = serde_json::from_str(content.trim())
@@ -104,6 +124,19 @@ mod tests {
         assert!(parse_score(r#"{"score": 6}"#).is_err());
         assert!(parse_score(r#"{"score": "5"}"#).is_err());
         assert!(parse_score("five").is_err());
+    }
+
+    #[test]
+    fn controls_are_spread_and_stable() {
+        let picks: Vec<usize> = (0..5).map(|c| control_index(c, 10)).collect();
+        assert_eq!(
+            picks,
+            (0..5).map(|c| control_index(c, 10)).collect::<Vec<_>>()
+        );
+        assert!(picks.iter().all(|&i| i < 10));
+        assert!(picks.windows(2).all(|w| w[0] != w[1]), "{picks:?}");
+        assert_eq!(control_index(3, 0), 0);
+        assert!(discriminates(4.2, 2.0) && !discriminates(5.0, 4.5));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::judge::{Judge, MISSING_ITEM_SCORE};
+use super::judge::{control_index, Judge, MISSING_ITEM_SCORE};
 use super::{mean, mean_tokens, percentile, MeanTokens, Tokens};
 
 /// One case and what became of it.
@@ -31,6 +31,8 @@ pub struct CaseResult {
     pub tokens: Option<Tokens>,
     /// The judge's grade of each challenge, in order (with `--judge-url`).
     pub judge_scores: Vec<u8>,
+    /// The judge's grade of this case's control: a catalog challenge of another category.
+    pub judge_control: Option<u8>,
 }
 
 /// What a whole run came to.
@@ -50,6 +52,8 @@ pub struct Summary {
     pub tokens: Option<MeanTokens>,
     /// The judge's mean grade over every graded challenge.
     pub judge_mean: Option<f64>,
+    /// The judge's mean grade of the controls (see [`super::judge`]).
+    pub judge_control_mean: Option<f64>,
 }
 
 fn check(
@@ -129,6 +133,31 @@ async fn grade(
     Ok(scores)
 }
 
+/// The control of case `n` whose answer is `answer`: a catalog challenge in none of the
+/// answer's categories (`title — description`).
+fn control(items: &[Value], n: usize, answer: &Value) -> Option<String> {
+    let answered: BTreeSet<&str> = answer["challenges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["category"].as_str())
+        .collect();
+    let others: Vec<&Value> = items
+        .iter()
+        .filter(|i| {
+            i["tags"]["category"]
+                .as_str()
+                .is_some_and(|c| !answered.contains(c))
+        })
+        .collect();
+    let item = others.get(control_index(n, others.len()))?;
+    Some(format!(
+        "{} — {}",
+        item["title"].as_str()?,
+        item["description"].as_str().unwrap_or("")
+    ))
+}
+
 /// Runs every case one at a time against `url` (sprout's base URL), grading each challenge
 /// with `judge` when there is one.
 pub async fn run(
@@ -145,14 +174,13 @@ pub async fn run(
         items = items.bearer_auth(k);
     }
     let items: Value = items.send().await?.error_for_status()?.json().await?;
-    let titles: BTreeSet<String> = items["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let items: Vec<Value> = items["items"].as_array().cloned().unwrap_or_default();
+    let titles: BTreeSet<String> = items
+        .iter()
         .filter_map(|i| i["title"].as_str().map(str::to_string))
         .collect();
     let mut out = Vec::with_capacity(cases.len());
-    for case in cases {
+    for (n, case) in cases.iter().enumerate() {
         let base = case.get("kind").and_then(Value::as_str) == Some("base-info")
             || case.get("location").is_some();
         let (path, request) = if base {
@@ -181,9 +209,16 @@ pub async fn run(
         let tokens = Tokens::from_headers(r.headers());
         let body: Value = r.json().await.unwrap_or(Value::Null);
         let latency_s = t.elapsed().as_secs_f64();
-        let judge_scores = match judge {
-            Some(j) => grade(j, &request, &body["data"], &titles).await?,
-            None => Vec::new(),
+        let (judge_scores, judge_control) = match judge {
+            Some(j) if body["data"]["challenges"].is_array() => {
+                let scores = grade(j, &request, &body["data"], &titles).await?;
+                let control = match control(&items, n, &body["data"]) {
+                    Some(c) => Some(j.score(&judged_request(&request), &c).await?),
+                    None => None,
+                };
+                (scores, control)
+            }
+            _ => (Vec::new(), None),
         };
         let (valid, grounded, off, hit, problem) = check(&body, &titles, expected.as_deref());
         out.push(CaseResult {
@@ -200,6 +235,7 @@ pub async fn run(
             problem,
             tokens,
             judge_scores,
+            judge_control,
         });
         let last = out.last_mut().expect("just pushed");
         // An off-topic case is answered right by the fallback; an on-topic one by challenges.
@@ -244,6 +280,11 @@ pub fn summarize(results: &[CaseResult], cases: &[Value]) -> Summary {
         results
             .iter()
             .flat_map(|r| r.judge_scores.iter().map(|&g| f64::from(g))),
+    );
+    s.judge_control_mean = mean(
+        results
+            .iter()
+            .filter_map(|r| r.judge_control.map(f64::from)),
     );
     s
 }
