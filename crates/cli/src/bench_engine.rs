@@ -9,6 +9,7 @@ use clap::Args;
 use sprout_engine::engine::{Engine, StepInput};
 
 use crate::model_arg::ModelArgs;
+use crate::progress::Progress;
 
 /// `sprout bench engine --prompt-tokens 512 --gen-tokens 128 --batch 1,8`.
 #[derive(Args, Debug)]
@@ -51,9 +52,23 @@ fn bench_tokens(n: usize, salt: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn measure(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, f64)> {
-    f()?; // warm-up
-    let runs = (0..reps.max(1)).map(|_| f()).collect::<Result<Vec<_>>>()?;
+/// One warm-up run of `f`, then `reps` measured ones, each counted on `bar` under `test`.
+fn measure(
+    bar: &Progress,
+    test: String,
+    reps: usize,
+    mut f: impl FnMut() -> Result<f64>,
+) -> Result<(f64, f64)> {
+    bar.set_message(test);
+    let mut run = || {
+        let r = f();
+        bar.bar().inc(1);
+        r
+    };
+    run()?; // warm-up
+    let runs = (0..reps.max(1))
+        .map(|_| run())
+        .collect::<Result<Vec<_>>>()?;
     Ok(stats(&runs))
 }
 
@@ -123,15 +138,30 @@ pub fn run(mut args: BenchEngineArgs) -> Result<()> {
     }
     let threads = engine.thread_pool().threads();
     let reps = args.repetitions;
-    let pp = measure(reps, || prefill(&mut engine, args.prompt_tokens, vocab))?;
-    let tg = measure(reps, || decode(&mut engine, 1, args.gen_tokens, vocab))?;
+    // Every test runs once to warm up, then `reps` times.
+    let runs = (2 + args.batch.len()) * (reps.max(1) + 1);
+    let bar = Progress::count(runs as u64, "runs", true);
+    let (pp_name, tg_name) = (
+        format!("pp{}", args.prompt_tokens),
+        format!("tg{}", args.gen_tokens),
+    );
+    let pp = measure(&bar, pp_name, reps, || {
+        prefill(&mut engine, args.prompt_tokens, vocab)
+    })?;
+    let tg = measure(&bar, tg_name.clone(), reps, || {
+        decode(&mut engine, 1, args.gen_tokens, vocab)
+    })?;
     let mut batched = BTreeMap::new();
     for &b in &args.batch {
+        let test = format!("{tg_name} × {b} sequences");
         batched.insert(
             b,
-            measure(reps, || decode(&mut engine, b, args.gen_tokens, vocab))?,
+            measure(&bar, test, reps, || {
+                decode(&mut engine, b, args.gen_tokens, vocab)
+            })?,
         );
     }
+    bar.finish();
     if args.json {
         let b: serde_json::Map<_, _> = batched
             .iter()

@@ -21,6 +21,7 @@ use sprout_engine::scheduler::{
 };
 
 use crate::model_arg::ModelArgs;
+use crate::progress::Progress;
 
 /// The eco catalog shipped with sprout: candidate titles and descriptions for the shapes.
 const ECO_CATALOG: &str = include_str!("../../../catalogs/eco.jsonl");
@@ -116,6 +117,8 @@ struct Bench {
     scheduler: SchedulerHandle,
     on: GrammarCompiler,
     off: GrammarCompiler,
+    /// Answers and batch runs done, on stderr.
+    bar: Progress,
 }
 
 /// One answer: its text, time, and token counts.
@@ -153,6 +156,7 @@ impl Bench {
         let t = Instant::now();
         let out = self.scheduler.generate_blocking(req, |_| true);
         let seconds = t.elapsed().as_secs_f64();
+        self.bar.bar().inc(1);
         Ok(match out {
             Ok(g) => Run {
                 text: g.text,
@@ -184,6 +188,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// Times one shape, alternating on and off per answer; returns its report.
 fn shape(b: &Bench, name: &str, schema: Value, answers: usize) -> Result<Value> {
     let spec = GrammarSpec::JsonSchema(schema);
+    b.bar.set_message(format!("shape {name}"));
     let system = "You recommend eco-friendly challenges. Answer with JSON: one Korean sentence in \
                   recommend, and three challenges.";
     // Warm-up: compiles (and caches) both grammars and fills the prefix cache's system prompt.
@@ -222,6 +227,10 @@ fn compare_file(b: &Bench, path: &std::path::Path, topics: usize) -> Result<Valu
         .with_context(|| format!("{} is not JSON", path.display()))?;
     let system = "You answer with one JSON object that fits the requested shape.";
     let (mut total, mut same, mut diffs) = (0, 0, Vec::new());
+    let schemas = fx["schemas"].as_array().map_or(0, Vec::len);
+    let cases = fx["topics"].as_array().map_or(0, |t| t.len().min(topics));
+    b.bar.bar().inc_length((2 * schemas * cases) as u64);
+    b.bar.set_message(format!("comparing {}", path.display()));
     for s in fx["schemas"].as_array().context("schemas")? {
         let spec = GrammarSpec::JsonSchema(s["schema"].clone());
         for topic in fx["topics"]
@@ -286,6 +295,7 @@ fn batch_step_ms(b: &Bench, constrained: bool, tokens: usize, round: usize) -> R
         while let Event::Text(_) = rx.recv_timeout(Duration::from_secs(600))? {}
     }
     let steps = (stats.steps.load(Relaxed) - steps0).max(1);
+    b.bar.bar().inc(1);
     Ok(t.elapsed().as_secs_f64() * 1000.0 / steps as f64)
 }
 
@@ -295,11 +305,15 @@ pub fn run(args: BenchStructuredArgs) -> Result<()> {
     let tokenizer = Arc::clone(&prompt.tokenizer);
     let (scheduler, _join) =
         Scheduler::spawn(engine, tokenizer.clone(), SchedulerConfig::default())?;
+    // Two shapes of (2 warm-up + 2 × answers) answers, then 4 batch runs; a schema file adds
+    // its cases when read.
+    let runs = 2 * (2 + 2 * args.answers) + 4;
     let b = Bench {
         on: GrammarCompiler::new(tokenizer.clone(), vocab, true)?,
         off: GrammarCompiler::new(tokenizer, vocab, false)?,
         prompt,
         scheduler,
+        bar: Progress::count(runs as u64, "runs", true),
     };
     let items = candidates()?;
     let leafresh = shape(&b, "leafresh", leafresh_schema(&items), args.answers)?;
@@ -316,11 +330,13 @@ pub fn run(args: BenchStructuredArgs) -> Result<()> {
     // Alternate the batch runs: free, constrained, free, constrained.
     let mut free = Vec::new();
     let mut masked = Vec::new();
+    b.bar.set_message("batch of 8, masks");
     for round in 0..2 {
         free.push(batch_step_ms(&b, false, args.batch_tokens, round)?);
         masked.push(batch_step_ms(&b, true, args.batch_tokens, round)?);
     }
     let (free, masked) = (median(free), median(masked));
+    b.bar.finish();
     let stats = b.scheduler.stats();
     let masks: u64 = stats.mask_us_buckets.iter().map(|c| c.load(Relaxed)).sum();
     let mask_us = stats.mask_us_sum.load(Relaxed) as f64 / masks.max(1) as f64;

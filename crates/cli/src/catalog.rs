@@ -12,6 +12,8 @@ use sprout_recommend::{Catalog, LexicalIndex, TagFilter};
 use sprout_server::catalogs::layout::{self, BUILT_IN};
 use sprout_server::catalogs::{open_retriever, query};
 
+use crate::progress::Progress;
+
 /// `sprout catalog <command>`.
 #[derive(Args, Debug)]
 pub struct CatalogArgs {
@@ -98,19 +100,43 @@ fn ingest(data_dir: &Path, args: IngestArgs) -> Result<()> {
     if args.name == BUILT_IN {
         bail!("`{BUILT_IN}` is the built-in catalog; ingest under another name");
     }
+    if !args.file.is_file() {
+        bail!(
+            "catalog file {} not found: pass the path of a .jsonl, .ndjson, .json or .csv file \
+             (catalogs/eco.jsonl in the repository is an example)",
+            args.file.display()
+        );
+    }
     let started = Instant::now();
-    let catalog = layout::read_catalog(&args.name, &args.file)
-        .with_context(|| format!("cannot ingest {}", args.file.display()))?;
+    let catalog = layout::read_catalog(&args.name, &args.file).with_context(|| {
+        format!(
+            "cannot ingest {}: fix the file as the cause below says, then run `sprout catalog \
+             ingest {} --name {}` again",
+            args.file.display(),
+            args.file.display(),
+            args.name
+        )
+    })?;
     let read_ms = started.elapsed().as_millis();
     eprintln!(
         "read {} items from {} in {read_ms} ms",
         catalog.len(),
         args.file.display()
     );
-    let total = catalog.len();
+    let total = catalog.len() as u64;
     let source = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
+    let bar = Progress::count(total, "items", true);
+    bar.set_message(format!("storing {}", args.name));
     let items_path = layout::save_ingested(data_dir, &args.name, &catalog, &source, |written| {
-        eprintln!("wrote {written} of {total} items");
+        bar.bar().set_position(written as u64);
+    })
+    .with_context(|| {
+        format!(
+            "cannot store catalog {} under {} (is it writable? choose another data directory \
+             with --home DIR or SPROUT_HOME)",
+            args.name,
+            layout::catalogs_dir(data_dir).display()
+        )
     })?;
     // The stored copy must mean exactly what was read: same items, same content hash.
     let stored = layout::read_catalog(&args.name, &items_path)
@@ -122,10 +148,16 @@ fn ingest(data_dir: &Path, args: IngestArgs) -> Result<()> {
         stored.content_hash(),
         catalog.content_hash()
     );
+    bar.bar().set_position(total);
     let index_started = Instant::now();
     let lexical_dir = layout::index_dir(data_dir, &args.name).join("lexical");
-    let index = LexicalIndex::open_or_build(&lexical_dir, &catalog)
-        .with_context(|| format!("building the index in {}", lexical_dir.display()))?;
+    bar.bar().set_position(0);
+    bar.set_message(format!("indexing {}", args.name));
+    let index = LexicalIndex::open_or_build_with_progress(&lexical_dir, &catalog, &mut |done| {
+        bar.bar().set_position(done as u64);
+    })
+    .with_context(|| format!("building the index in {}", lexical_dir.display()))?;
+    bar.finish();
     println!(
         "ingested {} items as catalog {} (content hash {}) into {}",
         catalog.len(),
@@ -160,7 +192,8 @@ fn open(data_dir: &Path, name: &str) -> Result<Catalog> {
         let mut known = vec![BUILT_IN.to_string()];
         known.extend(layout::ingested_names(data_dir)?);
         bail!(
-            "unknown catalog {name}: known catalogs are {} (in {})",
+            "unknown catalog {name}: known catalogs are {} (in {}); add one with `sprout \
+             catalog ingest FILE --name {name}`",
             known.join(", "),
             layout::catalogs_dir(data_dir).display()
         );

@@ -5,10 +5,12 @@ mod bench_engine;
 mod bench_serve;
 mod bench_structured;
 mod catalog;
+mod doctor;
 mod eval;
 mod generate;
 mod model_arg;
 mod perplexity;
+mod progress;
 mod pull;
 mod serve;
 mod tokenize;
@@ -51,6 +53,9 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Score a running server on a case file (the Leafresh API).
     Eval(eval::EvalArgs),
+    /// Check this machine for sprout: CPU features and kernels, threads, memory, data dir,
+    /// models (sha256 against the registry) and catalogs, with the command fixing each problem.
+    Doctor(doctor::DoctorArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -102,7 +107,7 @@ mod pull_cmd {
         let Some(entry) = registry::find(&args.name) else {
             let known: Vec<_> = registry::MODELS.iter().map(|m| m.name).collect();
             bail!(
-                "unknown model {}: known models are {}",
+                "unknown model {}: known models are {} (`sprout models` describes them)",
                 args.name,
                 known.join(", ")
             );
@@ -176,6 +181,7 @@ fn main() -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Catalog(a) => catalog::run(a),
+        Command::Doctor(a) => doctor::run(a),
         Command::Bench {
             what: BenchCommand::Engine(a),
         } => bench_engine::run(a),

