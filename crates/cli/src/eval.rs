@@ -121,7 +121,7 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
                     "valid": r.valid, "grounded": r.grounded, "off_topic_answer": r.off_topic_answer,
                     "category_hit": r.category_hit, "expected_category": r.expected_category,
                     "latency_s": r.latency_s, "tokens": r.tokens, "judge_scores": r.judge_scores,
-                    "judge_control": r.judge_control,
+                    "judge_control": r.judge_control, "descriptions": r.descriptions,
                     "problem": r.problem, "answer": r.answer})
             );
         }
@@ -132,7 +132,7 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
                 "off_topic_caught": s.off_topic_caught, "off_topic_cases": s.off_topic_cases,
                 "false_off_topic": s.false_off_topic, "latency_p50_s": s.latency_p50_s,
                 "latency_p90_s": s.latency_p90_s, "tokens": s.tokens, "judge_mean": s.judge_mean,
-                "judge_control_mean": s.judge_control_mean}})
+                "judge_control_mean": s.judge_control_mean, "descriptions": s.descriptions}})
         );
         return Ok(());
     }
@@ -212,6 +212,11 @@ fn leafresh(a: LeafreshEvalArgs) -> Result<()> {
             t.answers, t.prompt, t.cached, t.completion, t.forced
         );
     }
+    let d = s.descriptions;
+    println!(
+        "descriptions: {} of {} the catalog's, {} repeat the request",
+        d.from_catalog, d.total, d.echo_request
+    );
     if let Some(j) = s.judge_mean {
         judge_line(&c.judge_model, j, s.judge_control_mean);
     }

@@ -33,6 +33,40 @@ pub struct CaseResult {
     pub judge_scores: Vec<u8>,
     /// The judge's grade of this case's control: a catalog challenge of another category.
     pub judge_control: Option<u8>,
+    /// How the challenges' descriptions read (see [`Descriptions`]).
+    pub descriptions: Descriptions,
+}
+
+/// What the answer's descriptions are: the catalog's own text, or text that repeats the
+/// request (the model's usual failure when it writes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Descriptions {
+    pub total: usize,
+    /// Equal to the catalog item's description.
+    pub from_catalog: usize,
+    /// Containing the start of the request's message (its first 8 characters).
+    pub echo_request: usize,
+}
+
+fn descriptions(answer: &Value, request: &Value, items: &[Value]) -> Descriptions {
+    let start: String = request["message"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(8)
+        .collect();
+    let mut d = Descriptions::default();
+    for c in answer["challenges"].as_array().into_iter().flatten() {
+        let text = c["description"].as_str().unwrap_or("");
+        d.total += 1;
+        d.from_catalog += usize::from(
+            items
+                .iter()
+                .any(|i| i["title"] == c["title"] && i["description"].as_str() == Some(text)),
+        );
+        d.echo_request += usize::from(start.chars().count() == 8 && text.contains(&start));
+    }
+    d
 }
 
 /// What a whole run came to.
@@ -54,6 +88,8 @@ pub struct Summary {
     pub judge_mean: Option<f64>,
     /// The judge's mean grade of the controls (see [`super::judge`]).
     pub judge_control_mean: Option<f64>,
+    /// The descriptions of every answer, summed.
+    pub descriptions: Descriptions,
 }
 
 fn check(
@@ -221,6 +257,7 @@ pub async fn run(
             _ => (Vec::new(), None),
         };
         let (valid, grounded, off, hit, problem) = check(&body, &titles, expected.as_deref());
+        let descriptions = descriptions(&body["data"], &request, &items);
         out.push(CaseResult {
             lang: case["lang"].as_str().unwrap_or("").to_string(),
             expected_category: expected,
@@ -236,6 +273,7 @@ pub async fn run(
             tokens,
             judge_scores,
             judge_control,
+            descriptions,
         });
         let last = out.last_mut().expect("just pushed");
         // An off-topic case is answered right by the fallback; an on-topic one by challenges.
@@ -281,10 +319,43 @@ pub fn summarize(results: &[CaseResult], cases: &[Value]) -> Summary {
             .iter()
             .flat_map(|r| r.judge_scores.iter().map(|&g| f64::from(g))),
     );
+    for r in results {
+        s.descriptions.total += r.descriptions.total;
+        s.descriptions.from_catalog += r.descriptions.from_catalog;
+        s.descriptions.echo_request += r.descriptions.echo_request;
+    }
     s.judge_control_mean = mean(
         results
             .iter()
             .filter_map(|r| r.judge_control.map(f64::from)),
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_counted_as_the_catalogs_or_as_echoes() {
+        let items = vec![
+            json!({"title": "텀블러 쓰기", "description": "일회용 컵 대신 텀블러를 씁니다."}),
+            json!({"title": "장바구니 쓰기", "description": "비닐봉지 대신 장바구니를 씁니다."}),
+        ];
+        let request = json!({"message": "일회용 컵을 덜 쓰고 싶어요"});
+        let answer = json!({"challenges": [
+            {"title": "텀블러 쓰기", "description": "일회용 컵 대신 텀블러를 씁니다."},
+            {"title": "장바구니 쓰기", "description": "이 챌린지는 일회용 컵을 덜 쓰고 싶어요입니다."},
+            {"title": "없는 것", "description": "아무 말입니다."},
+        ]});
+        let d = descriptions(&answer, &request, &items);
+        assert_eq!(
+            d,
+            Descriptions {
+                total: 3,
+                from_catalog: 1,
+                echo_request: 1
+            }
+        );
+    }
 }
