@@ -59,7 +59,7 @@ pub fn answer_grammar(sentences: &[String], titles: &[String]) -> Result<String,
 }
 
 /// [`answer_grammar`] followed by `"notes"`: a generated description per pick (see
-/// [`NOTE_TERMINAL`]), for comparing generated descriptions with the catalog's.
+/// `NOTE_TERMINAL`), for comparing generated descriptions with the catalog's.
 pub fn answer_grammar_with_notes(
     sentences: &[String],
     titles: &[String],

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod books;
 pub mod catalog;
 pub mod classify;
 pub mod dense;

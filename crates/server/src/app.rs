@@ -59,9 +59,30 @@ pub fn router(state: AppState) -> Router {
                 .get(crate::leafresh::routes::get_free_text),
         )
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
+    // The book recommender's paths, as its FastAPI original served them (no API key either).
+    let books = Router::new()
+        .route("/api/questions", get(crate::books::routes::questions))
+        .route(
+            "/api/recommend-books",
+            post(crate::books::routes::recommend_books),
+        )
+        .route(
+            "/api/users/{user_id}/history",
+            axum::routing::put(crate::books::routes::put_history)
+                .get(crate::books::routes::get_history),
+        )
+        .route(
+            "/api/users/{user_id}/preferences",
+            axum::routing::put(crate::books::routes::put_preferences)
+                .get(crate::books::routes::get_preferences),
+        )
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     let mut app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        // The chat page: public, like /health (it asks for the key when /v1 wants one).
+        .merge(crate::web::router())
         .merge(leafresh)
+        .merge(books)
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
@@ -223,7 +244,12 @@ pub async fn start(
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .with_context(|| format!("binding {addr}"))?;
+        .with_context(|| {
+            format!(
+                "binding {addr} (another server on that port? stop it, or pick another port with \
+                 --port N or SPROUT_PORT)"
+            )
+        })?;
     let addr = listener.local_addr()?;
     let data_dir = config
         .data_dir
@@ -249,7 +275,7 @@ pub async fn start(
             .context("catalog loader")?
             .context("loading catalogs")?;
     let sessions_cfg = config.sessions.clone();
-    let sessions: Arc<dyn crate::sessions::SessionStore> = Arc::new(
+    let store = Arc::new(
         tokio::task::spawn_blocking(move || {
             crate::sessions::SqliteSessionStore::open(&session_dir, &sessions_cfg)
         })
@@ -257,6 +283,13 @@ pub async fn start(
         .context("session store")?
         .context("opening the session store")?,
     );
+    let sessions: Arc<dyn crate::sessions::SessionStore> = store.clone();
+    let books = catalogs.get("books").map(|served| {
+        Arc::new(crate::books::Books::new(
+            served.retriever.clone(),
+            store as Arc<dyn crate::sessions::UserStore>,
+        ))
+    });
     let leafresh = catalogs.get("eco").map(|eco| {
         Arc::new(crate::leafresh::service::Leafresh::new(
             eco.retriever.clone(),
@@ -271,6 +304,7 @@ pub async fn start(
         embedder,
         sessions,
         leafresh,
+        books,
         metrics: Arc::new(Metrics::default()),
     };
     let (loaded_tx, loaded_rx) = oneshot::channel();

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod books;
 pub mod catalogs;
 pub mod config;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod sessions;
 pub mod state;
+pub mod web;
 
 pub use app::{run_blocking, start, RunningServer};
 pub use catalogs::CatalogStore;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub sessions: Arc<dyn crate::sessions::SessionStore>,
     /// The Leafresh recommender over the `eco` catalog.
     pub leafresh: Option<Arc<crate::leafresh::service::Leafresh>>,
+    /// The book recommender over the `books` catalog, when one is served.
+    pub books: Option<Arc<crate::books::Books>>,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
 }

@@ -320,7 +320,7 @@ async fn sessions_survive_a_restart() {
     };
     let path = dir.path().join(SESSIONS_FILE_NAME);
     assert!(path.is_file());
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), 2);
 
     let store = SqliteSessionStore::open(dir.path(), &config(6)).unwrap();
     assert_eq!(store.load(&sid).await.unwrap(), Some(written));
@@ -342,7 +342,7 @@ async fn sessions_database_at_version_0_is_migrated() {
 
     let store = SqliteSessionStore::open(dir.path(), &config(6)).unwrap();
     store.append_turn(&id("m"), user("migrated")).await.unwrap();
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), 2);
     let report = store.check().await.unwrap();
     assert_eq!(report.integrity_check, "ok");
     assert_eq!(report.sessions, 1);
@@ -354,21 +354,21 @@ async fn sessions_database_at_an_unknown_version_is_refused() {
     let path = dir.path().join(SESSIONS_FILE_NAME);
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute_batch("CREATE TABLE future (x); PRAGMA user_version = 2;")
+        .execute_batch("CREATE TABLE future (x); PRAGMA user_version = 3;")
         .unwrap();
 
     match SqliteSessionStore::open(dir.path(), &config(6)) {
         Err(
             err @ SessionError::UnknownSchema {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             },
         ) => {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "session database {} has schema version 2; this sprout knows versions 0 to 1 \
+                    "session database {} has schema version 3; this sprout knows versions 0 to 2 \
                      (upgrade sprout or use another data directory)",
                     path.display()
                 )
@@ -378,7 +378,7 @@ async fn sessions_database_at_an_unknown_version_is_refused() {
         Ok(_) => panic!("a database of an unknown version was opened"),
     }
     // Refused, not touched.
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! every row is usable. The content hash (sha256 of the canonical JSON of the items) keys the
 //! indexes built from a catalog, so they are rebuilt exactly when the items change.
 
+mod book;
 mod item;
 mod parse;
 
@@ -15,6 +16,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+pub use book::split_title;
 pub use item::{Item, TagFilter, TagFilterError, TagValue, Translation};
 
 /// Largest catalog file read from disk, checked before the file is read.

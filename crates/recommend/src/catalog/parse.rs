@@ -116,7 +116,13 @@ pub(super) fn csv(text: &str) -> Result<Located, CatalogError> {
         }
         columns.push(column_for(header)?);
     }
-    for required in ["id", "title"] {
+    // Book-shaped rows (an `author` or `isbn` column) may go without ids (see `book`).
+    let required: &[&'static str] = if seen.contains("author") || seen.contains("isbn") {
+        &["title"]
+    } else {
+        &["id", "title"]
+    };
+    for &required in required {
         if !seen.contains(required) {
             return Err(CatalogError::MissingColumn { column: required });
         }
@@ -326,12 +332,23 @@ pub(super) fn item_from_object(
     mut object: Map<String, Value>,
     at: Location,
 ) -> Result<Item, CatalogError> {
-    let id = required_text(&mut object, "id", at, true)?;
+    let book_shaped = object.contains_key("author") || object.contains_key("isbn");
+    let id = match object.get("id") {
+        None | Some(Value::Null) if book_shaped => None,
+        _ => Some(required_text(&mut object, "id", at, true)?),
+    };
     let title = required_text(&mut object, "title", at, false)?;
     let description = optional_text(&mut object, "description", at)?;
     let lang = optional_text(&mut object, "lang", at)?;
-    let tags = tags_from(object.remove("tags"), at)?;
+    let mut tags = tags_from(object.remove("tags"), at)?;
     let translations = translations_from(object.remove("translations"), at)?;
+    let id = match id {
+        Some(id) => id,
+        None => super::book::book_id(&mut object, &title, at)?,
+    };
+    if book_shaped {
+        super::book::book_tags(&mut object, &title, &mut tags, at)?;
+    }
     Ok(Item {
         id,
         title,

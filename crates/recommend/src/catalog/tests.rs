@@ -317,3 +317,101 @@ fn items_serialize_with_their_extra_fields() {
         serde_json::json!({"id":"a","title":"A","url":"http://x","tags":{"k":["v"]}})
     );
 }
+
+#[test]
+fn book_records_without_id_get_a_stable_id_and_searchable_author_and_subtitle() {
+    let one = r#"[{"title":"침묵을 배우는 시간 : 말이 넘쳐나는 세상 속","author":"코르넬리아 토프 지음"},{"title":"지명발견록","author":"이경교 지음"}]"#;
+    let swapped = r#"[{"title":"지명발견록","author":"이경교 지음"},{"author":"코르넬리아 토프 지음","title":"침묵을 배우는 시간 : 말이 넘쳐나는 세상 속"}]"#;
+    let a = Catalog::parse("books", one, CatalogFormat::Json).unwrap();
+    let b = Catalog::parse("books", swapped, CatalogFormat::Json).unwrap();
+    let first = &a.items()[0];
+    assert!(
+        first.id.starts_with("book-") && first.id.len() == 17,
+        "{}",
+        first.id
+    );
+    assert_eq!(
+        b.items()[1].id,
+        first.id,
+        "the id does not depend on file order"
+    );
+    assert_ne!(a.items()[1].id, first.id);
+    assert_eq!(
+        first.tags.get("author"),
+        Some(&TagValue::One("코르넬리아 토프 지음".into()))
+    );
+    assert_eq!(
+        first.tags.get("subtitle"),
+        Some(&TagValue::One("말이 넘쳐나는 세상 속".into()))
+    );
+    assert!(!a.items()[1].tags.contains_key("subtitle"));
+    let text = first.text_for_index();
+    assert!(text.contains("코르넬리아 토프") && text.contains("침묵을 배우는 시간"));
+    // Same title, another author: another book.
+    let twins = r#"[{"title":"허수아비 일기","author":"싼마오"},{"title":"허수아비 일기","author":"싼마오 지음, 이지영 옮김"}]"#;
+    assert_eq!(
+        Catalog::parse("books", twins, CatalogFormat::Json)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn richer_book_records_keep_isbn_genre_contents_and_description() {
+    let text = r#"{"title":"A : B","author":"X","isbn":9788936434120,"genre":["에세이","심리학"],"contents":"1장 불안","description":"위로"}
+{"id":"given","title":"C","author":"Y","genre":"소설"}"#;
+    let catalog = jsonl(text).unwrap();
+    let first = &catalog.items()[0];
+    assert_eq!(first.id, "9788936434120");
+    assert_eq!(first.extra["isbn"], serde_json::json!("9788936434120"));
+    assert!(first.tags["genre"].matches("심리학"));
+    assert_eq!(first.description.as_deref(), Some("위로"));
+    assert!(first.text_for_index().contains("1장 불안"));
+    assert_eq!(catalog.items()[1].id, "given");
+    assert!(catalog.items()[1].tags["genre"].matches("소설"));
+    for bad in [
+        r#"{"title":"A","author":3}"#,
+        r#"{"title":"A","isbn":[1]}"#,
+        r#"{"title":"A","author":"X","genre":[1]}"#,
+    ] {
+        assert!(
+            matches!(jsonl(bad), Err(CatalogError::InvalidField { .. })),
+            "{bad}"
+        );
+    }
+    // Not book-shaped: the id stays required.
+    assert!(matches!(
+        jsonl(r#"{"title":"A"}"#),
+        Err(CatalogError::MissingField { .. })
+    ));
+}
+
+#[test]
+fn the_library_books_file_loads_when_present() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/books/library_books_title_author.json");
+    if !path.exists() {
+        eprintln!("skipping: {} is absent", path.display());
+        return;
+    }
+    let catalog = Catalog::from_path(&path).unwrap();
+    assert_eq!(catalog.len(), 1388);
+    assert!(catalog
+        .items()
+        .iter()
+        .all(|item| item.id.starts_with("book-") && item.tags.contains_key("author")));
+}
+
+#[test]
+fn book_csv_files_need_no_id_column() {
+    let text = "title,author,isbn\n지명발견록,이경교 지음,\n각본 없음 : 삶의 다음 페이지,아비 모건 지음,9791190000000\n";
+    let catalog = Catalog::parse("books", text, CatalogFormat::Csv).unwrap();
+    assert!(catalog.items()[0].id.starts_with("book-"));
+    assert_eq!(catalog.items()[1].id, "9791190000000");
+    assert!(catalog.items()[1].tags["subtitle"].matches("삶의 다음 페이지"));
+    assert!(matches!(
+        Catalog::parse("x", "title,price\nA,3\n", CatalogFormat::Csv),
+        Err(CatalogError::MissingColumn { column: "id" })
+    ));
+}

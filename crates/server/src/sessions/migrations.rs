@@ -23,6 +23,14 @@ const MIGRATIONS: &[&str] = &[
         updated_ms    INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX sessions_by_updated_ms ON sessions (updated_ms);",
+    // 2: one row per reader of the book recommender; history and preferences are JSON
+    // documents (see sessions::users), each written whole.
+    "CREATE TABLE users (
+        id          TEXT PRIMARY KEY NOT NULL,
+        history     TEXT,
+        preferences TEXT,
+        updated_ms  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build creates and understands.
@@ -91,7 +99,7 @@ mod tests {
                 err,
                 SessionError::UnknownSchema {
                     found: -1,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),

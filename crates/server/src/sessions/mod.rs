@@ -11,6 +11,7 @@ pub mod error;
 mod migrations;
 pub mod session;
 pub mod sqlite;
+pub mod users;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use error::{SessionError, SessionIdError};
 pub use session::{Role, Session, SessionId, Turn, DEFAULT_HISTORY_LIMIT, MAX_SESSION_ID_BYTES};
 pub use sqlite::{IntegrityReport, SqliteSessionStore, SESSIONS_FILE_NAME};
+pub use users::{UserId, UserProfile, UserStore};
 
 /// What every store operation returns: a boxed future, so that the trait stays object-safe and
 /// usable as `Arc<dyn SessionStore>` without the `async-trait` crate.

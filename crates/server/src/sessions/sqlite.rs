@@ -148,7 +148,7 @@ impl SqliteSessionStore {
     }
 
     /// Hands `job` to the connection thread and awaits its result.
-    fn run<T, F>(&self, job: F) -> StoreFuture<'_, T>
+    pub(super) fn run<T, F>(&self, job: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, SessionError> + Send + 'static,
