@@ -27,8 +27,8 @@ pub enum AnswerError {
 /// Picks per answer.
 pub const PICKS: usize = 3;
 
-/// A JSON string literal (quotes included) of `s`, as a Lark string literal's content.
-fn lark_literal(json: &str) -> String {
+/// A Lark string literal matching `json` exactly (quotes, backslashes and newlines escaped).
+pub fn lark_literal(json: &str) -> String {
     let mut out = String::with_capacity(json.len() + 8);
     out.push('"');
     for c in json.chars() {

@@ -23,6 +23,8 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use crate::answer::lark_literal;
+
 /// Books per answer.
 pub const BOOKS: usize = 3;
 /// Most choices (title groups) one grammar enumerates.
@@ -64,22 +66,6 @@ pub struct AnsweredBook {
 /// Whether a title can be written inside `**[…]**` on one line and read back unambiguously.
 pub fn usable_title(title: &str) -> bool {
     !title.trim().is_empty() && !title.contains(['[', ']', '*', '\n', '\r'])
-}
-
-/// A Lark string literal of `s`.
-fn lark_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The distinct usable titles, in the order given.

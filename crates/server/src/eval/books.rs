@@ -15,15 +15,7 @@ use serde_json::{json, Value};
 
 use super::judge::{control_index, Judge, MISSING_ITEM_SCORE};
 use super::{mean, mean_tokens, MeanTokens, Tokens};
-
-/// The five answers of a request, in the questions' order.
-pub const ANSWER_FIELDS: [&str; 5] = [
-    "user_emotion",
-    "desired_emotional_effect",
-    "occupation",
-    "reading_context",
-    "focus_level",
-];
+use crate::books::validate::ANSWER_FIELDS;
 
 /// A case with its files read.
 #[derive(Debug, Clone)]
