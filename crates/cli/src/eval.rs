@@ -282,7 +282,11 @@ fn books_eval(a: BooksEvalArgs) -> Result<()> {
             r.already_read,
             r.avoided,
             opt(r.mean_grade, 2),
-            opt(r.ndcg3, 3),
+            match (r.ndcg3, r.recommendable_graded) {
+                (_, Some(0)) => "- (no graded book is in the catalog and unread)".to_string(),
+                (n, Some(k)) => format!("{} (of {k} recommendable graded books)", opt(n, 3)),
+                _ => "-".to_string(),
+            },
             opt(judge, 2),
             r.problem.as_ref().map_or(String::new(), |p| format!("  [{p}]"))
         );

@@ -105,8 +105,11 @@ pub struct BookResult {
     pub candidates: Option<u64>,
     /// Mean grade of the three books (0 for an ungraded one), when the case has grades.
     pub mean_grade: Option<f64>,
-    /// NDCG@3 of the three books in their order, when the case has grades.
+    /// NDCG@3 of the three books in their order against the best order of the graded books
+    /// that could be recommended (in the catalog, not read), when there are any.
     pub ndcg3: Option<f64>,
+    /// Graded books that could be recommended at all (in the catalog, not read).
+    pub recommendable_graded: Option<usize>,
     pub judge_scores: Vec<u8>,
     /// The judge's grade of this case's control: a catalog book picked at random.
     pub judge_control: Option<u8>,
@@ -151,6 +154,13 @@ fn avoided_topics(preferences: &Option<Value>) -> Vec<String> {
         .filter_map(|t| t.as_str().map(str::to_string))
         .filter(|t| !t.trim().is_empty())
         .collect()
+}
+
+/// Whether `title` (normalized) is one of the `read` titles, or its main title (before " : ")
+/// is, as the server matches a history that leaves out subtitles.
+fn is_read(title: &str, read: &BTreeSet<String>) -> bool {
+    let main = |t: &str| t.split(" : ").next().unwrap_or(t).trim().to_string();
+    read.contains(title) || read.iter().any(|r| main(r) == main(title))
 }
 
 /// What the judge reads as the request of a case.
@@ -320,20 +330,32 @@ async fn score(
         .map(|b| normalize_title(b["title"].as_str().unwrap_or("")))
         .collect();
     let existing = titles.iter().filter(|t| catalog.contains(*t)).count();
-    let already_read = titles.iter().filter(|t| read.contains(*t)).count();
+    let already_read = titles.iter().filter(|t| is_read(t, read)).count();
     let avoided = titles
         .iter()
         .filter(|t| avoid.iter().any(|a| t.contains(a.as_str())))
         .count();
-    let (mean_grade, ndcg3) = if case.relevance.is_empty() {
-        (None, None)
+    let (mean_grade, ndcg3, recommendable_graded) = if case.relevance.is_empty() {
+        (None, None, None)
     } else {
+        // A book already read earns nothing, whatever its grade.
         let grades: Vec<f64> = titles
             .iter()
-            .map(|t| case.relevance.get(t).copied().unwrap_or(0.0))
+            .map(|t| match is_read(t, read) {
+                true => 0.0,
+                false => case.relevance.get(t).copied().unwrap_or(0.0),
+            })
             .collect();
-        let all: Vec<f64> = case.relevance.values().copied().collect();
-        (mean(grades.iter().copied()), Some(ndcg(&grades, &all, 3)))
+        // A graded book the user has read, or one the catalog lacks, can never be recommended:
+        // the best order is that of the others.
+        let possible: Vec<f64> = case
+            .relevance
+            .iter()
+            .filter(|(t, _)| catalog.contains(*t) && !is_read(t, read))
+            .map(|(_, &g)| g)
+            .collect();
+        let nd = (!possible.is_empty()).then(|| ndcg(&grades, &possible, 3));
+        (mean(grades.iter().copied()), nd, Some(possible.len()))
     };
     let mut judge_scores = Vec::new();
     if let Some(j) = judge {
@@ -395,6 +417,7 @@ async fn score(
         candidates: answer["candidates"].as_u64(),
         mean_grade,
         ndcg3,
+        recommendable_graded,
         judge_scores,
         judge_control: None,
         problem,
@@ -520,8 +543,9 @@ mod tests {
         .expect("scored");
         assert_eq!((r.existing, r.already_read, r.avoided), (3, 1, 1));
         assert_eq!(r.problem.as_deref(), Some("a book the user has read"));
-        assert!((r.mean_grade.expect("graded") - 8.0 / 3.0).abs() < 1e-9);
-        let nd = r.ndcg3.expect("graded");
-        assert!(nd > 0.0 && nd <= 1.0, "{nd}");
+        // 나 is read: it earns nothing, and the best possible answer holds only 가.
+        assert!((r.mean_grade.expect("graded") - 5.0 / 3.0).abs() < 1e-9);
+        assert_eq!(r.recommendable_graded, Some(1));
+        assert!((r.ndcg3.expect("graded") - 1.0).abs() < 1e-12);
     }
 }
