@@ -2,6 +2,7 @@
 //! as cpuid lists it and as the Linux kernel grants it (probed, never executed).
 
 use serde::Serialize;
+use sprout_engine::quant::amx;
 
 /// The CPU as `sprout doctor` reports it.
 #[derive(Debug, Serialize)]
@@ -59,7 +60,7 @@ pub fn probe() -> CpuReport {
             .and_then(|l| l.split_once(':'))
             .map_or_else(Vec::new, |(_, v)| v.split_whitespace().collect())
     });
-    let (tile, int8, bf16) = amx_in_cpuid();
+    let (tile, int8, bf16) = amx::amx_in_cpuid();
     CpuReport {
         model,
         arch: std::env::consts::ARCH,
@@ -69,7 +70,7 @@ pub fn probe() -> CpuReport {
             int8_in_cpuid: int8,
             bf16_in_cpuid: bf16,
             kernel_lists_tile: flags.map(|f| f.contains(&"amx_tile")),
-            granted: tile.then(request_amx_permission).flatten(),
+            granted: tile.then(amx::request_amx_permission).flatten(),
             used_by_engine: false,
         },
     }
@@ -96,70 +97,6 @@ fn features() -> Vec<Feature> {
 #[cfg(not(target_arch = "x86_64"))]
 fn features() -> Vec<Feature> {
     Vec::new()
-}
-
-/// (AMX-TILE, AMX-INT8, AMX-BF16) as cpuid leaf 7 subleaf 0 lists them (EDX bits 24, 25, 22).
-#[cfg(target_arch = "x86_64")]
-fn amx_in_cpuid() -> (bool, bool, bool) {
-    use std::arch::x86_64::{__cpuid, __cpuid_count};
-    // The intrinsics became safe in newer Rust; `unsafe` keeps older compilers happy.
-    #[allow(unused_unsafe)]
-    // SAFETY: cpuid exists on every x86_64 CPU; leaf 7 is read only when leaf 0 says it exists.
-    let edx = unsafe {
-        if __cpuid(0).eax < 7 {
-            return (false, false, false);
-        }
-        __cpuid_count(7, 0).edx
-    };
-    let bit = |n: u32| edx & (1 << n) != 0;
-    (bit(24), bit(25), bit(22))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn amx_in_cpuid() -> (bool, bool, bool) {
-    (false, false, false)
-}
-
-/// Asks Linux for permission to use the AMX tile data state (what a process must do before its
-/// first AMX instruction); Some(true) when granted. Nothing is executed on the tiles.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn request_amx_permission() -> Option<bool> {
-    // From arch/x86/include/uapi/asm/prctl.h and the xstate numbering.
-    const ARCH_GET_XCOMP_SUPP: libc::c_long = 0x1021;
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    let mut supported: u64 = 0;
-    // SAFETY: ARCH_GET_XCOMP_SUPP writes one u64 through the pointer, which points at a live
-    // local of that type; the call has no other effect.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_GET_XCOMP_SUPP,
-            &mut supported as *mut u64,
-        )
-    };
-    if got != 0 {
-        // Kernels before 5.16 know no dynamic xstate: they cannot grant AMX.
-        return Some(false);
-    }
-    if supported & (1 << XFEATURE_XTILEDATA) == 0 {
-        return Some(false);
-    }
-    // SAFETY: ARCH_REQ_XCOMP_PERM takes a feature number and reads no memory; it only records
-    // the permission (and a larger signal frame) for this short-lived process.
-    let granted = unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        )
-    };
-    Some(granted == 0)
-}
-
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-fn request_amx_permission() -> Option<bool> {
-    None
 }
 
 #[cfg(test)]

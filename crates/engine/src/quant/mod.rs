@@ -4,6 +4,7 @@
 //! multiplies a weight matrix with a batch of activation rows, picking an ISA-specific kernel at
 //! run time with a scalar reference that tests prove equal.
 
+pub mod amx;
 pub mod blocks;
 mod decoded;
 mod kquants;
