@@ -27,6 +27,7 @@
       question: '질문 {n}/5', example: '예시', restartBooks: '다시 추천받기',
       errBusy: '지금 서버가 혼잡합니다. {s}초 뒤에 다시 시도해 주세요.', errBusyNow: '지금 서버가 혼잡합니다. 잠시 뒤에 다시 시도해 주세요.',
       errNetwork: '서버에 연결할 수 없습니다. 서버가 실행 중인지 확인해 주세요.',
+      errBooksOff: '이 서버에는 도서 카탈로그가 없습니다. sprout serve --catalog books=파일 로 다시 시작해 주세요.',
       errInput: '입력을 확인해 주세요.', errFailed: '답변을 만들지 못했습니다. 다시 시도해 주세요.',
       errAuth: 'API 키가 없어 요청하지 못했습니다.', errEnded: '답변이 중간에 끊겼습니다. 다시 시도해 주세요.',
       errNotFound: '이 서버에는 이 기능이 없습니다.', stopped: '(멈춤)',
@@ -53,6 +54,7 @@
       question: 'Question {n}/5', example: 'Examples', restartBooks: 'Recommend again',
       errBusy: 'The server is busy. Please try again in {s} s.', errBusyNow: 'The server is busy. Please try again in a moment.',
       errNetwork: 'Cannot reach the server. Is it running?', errInput: 'Please check your input.',
+      errBooksOff: 'This server has no book catalog. Restart it with sprout serve --catalog books=FILE.',
       errFailed: 'No answer could be made. Please try again.', errAuth: 'No API key, so the request was not sent.',
       errEnded: 'The answer stopped halfway. Please try again.', errNotFound: 'This server does not offer this.',
       stopped: '(stopped)', seconds: '{v} s', ms: '{v} ms', perSecond: '{v} tokens/s',
@@ -76,6 +78,7 @@
       question: '问题 {n}/5', example: '示例', restartBooks: '重新推荐',
       errBusy: '服务器繁忙，请在 {s} 秒后重试。', errBusyNow: '服务器繁忙，请稍后重试。',
       errNetwork: '无法连接服务器，请确认它正在运行。', errInput: '请检查输入内容。',
+      errBooksOff: '此服务器没有图书目录。请用 sprout serve --catalog books=文件 重新启动。',
       errFailed: '未能生成回答，请重试。', errAuth: '没有 API 密钥，请求未发送。',
       errEnded: '回答中途中断了，请重试。', errNotFound: '此服务器不提供该功能。', stopped: '（已停止）',
       seconds: '{v} 秒', ms: '{v} 毫秒', perSecond: '{v} 词元/秒',
@@ -377,6 +380,10 @@
   };
 
   const friendlyStatus = (status, retryAfter, detail) => {
+    // A server without a books catalog says so (a 503 with no Retry-After): not "busy".
+    if (status === 503 && !retryAfter && /--catalog books=/.test(detail || '')) {
+      return new Friendly('errBooksOff', {}, detail);
+    }
     if (status === 429 || status === 503) {
       const s = parseInt(retryAfter, 10);
       return Number.isFinite(s) && s > 0 ? new Friendly('errBusy', { s }, detail) : new Friendly('errBusyNow', {}, detail);
