@@ -121,6 +121,13 @@ pub fn usage_json(usage: &Usage) -> serde_json::Value {
     })
 }
 
+/// Puts `usage` in `response`'s [`USAGE_HEADER`].
+pub fn set_usage_header(response: &mut axum::response::Response, usage: &Usage) {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&usage_json(usage).to_string()) {
+        response.headers_mut().insert(USAGE_HEADER, value);
+    }
+}
+
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {

@@ -20,7 +20,7 @@ use super::error::BooksError;
 use super::questions::question_body;
 use super::service::{self, Answering, Books};
 use super::validate::{self, RecommendRequest};
-use crate::pipeline::{usage_json, USAGE_HEADER};
+use crate::pipeline::set_usage_header;
 use crate::state::AppState;
 
 fn recommender(st: &AppState) -> Result<Arc<Books>, BooksError> {
@@ -84,9 +84,7 @@ async fn json_answer(mut answer: Answering) -> Response {
     match answer.finish() {
         Ok(rec) => {
             let mut response = Json(rec.body()).into_response();
-            if let Ok(usage) = HeaderValue::from_str(&usage_json(&rec.usage).to_string()) {
-                response.headers_mut().insert(USAGE_HEADER, usage);
-            }
+            set_usage_header(&mut response, &rec.usage);
             response
         }
         Err(e) => e.into_response(),

@@ -224,32 +224,18 @@ async fn served_books(
         titles: BTreeSet::new(),
         listing: Vec::new(),
     };
-    let mut offset = 0;
-    loop {
-        let mut req = http.get(format!(
-            "{url}/v1/catalogs/books/items?limit=1000&offset={offset}"
-        ));
-        if let Some(k) = api_key {
-            req = req.bearer_auth(k);
-        }
-        let page: Value = req.send().await?.error_for_status()?.json().await?;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        for i in &items {
-            let Some(title) = i["title"].as_str() else {
-                continue;
-            };
-            let author = i["author"]
-                .as_str()
-                .or_else(|| i["tags"]["author"].as_str())
-                .unwrap_or("");
-            books.titles.insert(normalize_title(title));
-            books.listing.push((title.to_string(), author.to_string()));
-        }
-        if items.len() < 1000 {
-            return Ok(books);
-        }
-        offset += items.len();
+    for i in super::catalog_items(http, url, api_key, "books").await? {
+        let Some(title) = i["title"].as_str() else {
+            continue;
+        };
+        let author = i["author"]
+            .as_str()
+            .or_else(|| i["tags"]["author"].as_str())
+            .unwrap_or("");
+        books.titles.insert(normalize_title(title));
+        books.listing.push((title.to_string(), author.to_string()));
     }
+    Ok(books)
 }
 
 /// Runs every case under every method in `methods`, one request at a time.

@@ -205,12 +205,7 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
         .build()?;
-    let mut items = http.get(format!("{url}/v1/catalogs/eco/items?limit=1000"));
-    if let Some(k) = api_key {
-        items = items.bearer_auth(k);
-    }
-    let items: Value = items.send().await?.error_for_status()?.json().await?;
-    let items: Vec<Value> = items["items"].as_array().cloned().unwrap_or_default();
+    let items = super::catalog_items(&http, url, api_key, "eco").await?;
     let titles: BTreeSet<String> = items
         .iter()
         .filter_map(|i| i["title"].as_str().map(str::to_string))

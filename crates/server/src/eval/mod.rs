@@ -86,6 +86,33 @@ pub struct MeanTokens {
     pub forced: f64,
 }
 
+/// Every item of the served catalog `name`, page by page (`/v1/catalogs/{name}/items`).
+pub async fn catalog_items(
+    http: &reqwest::Client,
+    url: &str,
+    api_key: Option<&str>,
+    name: &str,
+) -> anyhow::Result<Vec<Value>> {
+    const PAGE: usize = 1000;
+    let mut all = Vec::new();
+    loop {
+        let mut req = http.get(format!(
+            "{url}/v1/catalogs/{name}/items?limit={PAGE}&offset={}",
+            all.len()
+        ));
+        if let Some(k) = api_key {
+            req = req.bearer_auth(k);
+        }
+        let page: Value = req.send().await?.error_for_status()?.json().await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let last = items.len() < PAGE;
+        all.extend(items);
+        if last {
+            return Ok(all);
+        }
+    }
+}
+
 /// The first model the server at `url` lists (for the tables), "?" when it does not say.
 pub async fn served_model(url: &str, api_key: Option<&str>) -> String {
     let mut req = reqwest::Client::new().get(format!("{url}/v1/models"));

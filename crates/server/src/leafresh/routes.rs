@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use sprout_engine::scheduler::Usage;
 
@@ -59,11 +58,8 @@ async fn json_answer(
         Ok(Prepared::Answer(a)) => match collect(&lf, a).await {
             Ok((rec, usage)) => {
                 let mut resp = success_response(endpoint, &rec);
-                let header = usage.and_then(|u| {
-                    HeaderValue::from_str(&pipeline::usage_json(&u).to_string()).ok()
-                });
-                if let Some(value) = header {
-                    resp.headers_mut().insert(pipeline::USAGE_HEADER, value);
+                if let Some(u) = &usage {
+                    pipeline::set_usage_header(&mut resp, u);
                 }
                 resp
             }
